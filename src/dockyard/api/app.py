@@ -1,0 +1,83 @@
+"""The RSGI application: one HTTP port for every protocol Dockyard speaks.
+
+Routing is by request shape, as AWS endpoints are: a POST with
+``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix.
+(``/v2/`` for the registry and ``/ws`` for the agent channel come later.)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+
+from dockyard.api.awsjson import JsonProtocol
+from dockyard.api.errors import AwsError, MissingAuthenticationTokenException, UnknownOperationException
+from dockyard.api.sigv4 import Credential, SigV4Verifier
+from dockyard.state import keys
+from dockyard.state.ids import RequestIds
+from dockyard.state.store import Store
+
+# How long a looked-up access key is trusted before the store is asked again,
+# so `dockyard keys delete` takes effect within this many seconds.
+KEY_CACHE_SECONDS = 2.0
+
+
+class KeyCache:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, tuple[Credential | None, float]] = {}
+
+    def lookup(self, key_id: str) -> Credential | None:
+        now = time.monotonic()
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        cred = self._store.read(keys.lookup, key_id)
+        if len(self._cache) > 10000:
+            self._cache.clear()
+        self._cache[key_id] = (cred, now + KEY_CACHE_SECONDS)
+        return cred
+
+
+class App:
+    def __init__(self, store: Store, protocols: list[JsonProtocol]) -> None:
+        self.store = store
+        self.by_prefix = {p.target_prefix: p for p in protocols}
+        self.verifier = SigV4Verifier(KeyCache(store).lookup)
+        self.request_ids = RequestIds()
+
+    async def __call__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            proto.close(1008)
+            return
+        body = await proto()
+        status, headers, out = await self.http(scope.method, scope.path, scope.query_string,
+                                               scope.headers, body)
+        proto.response_bytes(status, headers, out)
+
+    async def http(self, method: str, path: str, query: str, headers: Any,
+                   body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        rid = self.request_ids.next()
+        target = headers.get("x-amz-target")
+        if target is not None and method == "POST":
+            prefix = target.partition(".")[0]
+            protocol = self.by_prefix.get(prefix)
+            if protocol is None:
+                return self._error(UnknownOperationException(""), rid)
+            try:
+                identity = self.verifier.verify(method, path, query, headers, body, protocol.signing_name)
+            except AwsError as err:
+                return protocol.error(err, rid)
+            return await protocol.handle(target, body, identity, rid)
+        if method == "GET" and path in ("/", "/ping"):
+            return 200, [("content-type", "application/json"), ("x-amzn-requestid", rid)], \
+                b'{"service":"dockyard","status":"ok"}'
+        return self._error(MissingAuthenticationTokenException("Missing Authentication Token"), rid)
+
+    @staticmethod
+    def _error(err: AwsError, rid: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        return err.status, [("content-type", "application/x-amz-json-1.1"), ("x-amzn-requestid", rid),
+                            ("x-amzn-errortype", err.code)], \
+            orjson.dumps({"__type": err.code, "message": err.message})

@@ -1,0 +1,85 @@
+"""The AWS JSON 1.0/1.1 protocol: X-Amz-Target dispatch, bodies and errors.
+
+One ``JsonProtocol`` per service (ECS now; ECR, Application Auto Scaling...
+later). It only turns wire bytes into a validated request and a response or an
+AWS-shaped error; the operations themselves live in ``dockyard.services``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from botocore.model import ServiceModel
+
+from dockyard.api.errors import (
+    AwsError,
+    InvalidParameterException,
+    SerializationException,
+    ServerException,
+    UnknownOperationException,
+)
+from dockyard.api.validation import Validator
+from dockyard.api.sigv4 import Identity
+from dockyard.services.context import Ctx
+from dockyard.services.registry import Registry
+from dockyard.state.store import Store
+
+log = logging.getLogger(__name__)
+
+Response = tuple[int, list[tuple[str, str]], bytes]
+
+
+class JsonProtocol:
+    def __init__(self, model: ServiceModel, registry: Registry, store: Store,
+                 validator: Validator | None = None) -> None:
+        self.model = model
+        self.signing_name: str = model.metadata.get("signingName") or model.metadata["endpointPrefix"]
+        self.target_prefix: str = model.metadata["targetPrefix"]
+        self.content_type = f"application/x-amz-json-{model.metadata.get('jsonVersion', '1.0')}"
+        self.registry = registry
+        self.store = store
+        self.validator = validator or Validator(model)
+
+    def error(self, err: AwsError, request_id: str) -> Response:
+        body: dict[str, Any] = {"__type": err.code, "message": err.message}
+        body.update(err.extra)
+        return (err.status, [("content-type", self.content_type), ("x-amzn-requestid", request_id),
+                             ("x-amzn-errortype", err.code)], orjson.dumps(body))
+
+    async def handle(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response:
+        try:
+            result = await self._dispatch(target, body, identity, request_id)
+        except AwsError as err:
+            return self.error(err, request_id)
+        except Exception:
+            log.exception("internal error in %s (request %s)", target, request_id)
+            return self.error(ServerException("Internal error."), request_id)
+        raw = result if isinstance(result, bytes) else orjson.dumps(result)
+        return 200, [("content-type", self.content_type), ("x-amzn-requestid", request_id)], raw
+
+    async def _dispatch(self, target: str, body: bytes, identity: Identity, request_id: str) -> Any:
+        prefix, _, name = target.partition(".")
+        op = self.registry.operations.get(name) if prefix == self.target_prefix else None
+        if op is None:
+            if prefix == self.target_prefix and self.validator.operation(name) is not None:
+                raise UnknownOperationException(f"Dockyard does not implement {name} yet.")
+            raise UnknownOperationException("")
+        if body.strip():
+            try:
+                req = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise SerializationException("Start of structure or map found where not expected.") from None
+            if not isinstance(req, dict):
+                raise SerializationException("Start of structure or map found where not expected.")
+        else:
+            req = {}
+        problem = self.validator.check(name, req)
+        if problem is not None:
+            raise InvalidParameterException(problem)
+        ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id, time.time())
+        if op.write:
+            return await self.store.write(op.fn, ctx, req)
+        return self.store.read(op.fn, ctx, req)

@@ -1,0 +1,98 @@
+"""``dockyard server``: the store, the API and (later) the controllers in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import botocore.session
+
+from dockyard.api.app import App
+from dockyard.api.awsjson import JsonProtocol
+from dockyard.state import keys
+from dockyard.state.store import Store
+
+log = logging.getLogger("dockyard.server")
+
+DEFAULT_PORT = 7480
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    data_dir: Path = Path.home() / ".dockyard"
+    database_url: str | None = None
+
+    @property
+    def url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'dockyard.db'}"
+
+
+def build_app(store: Store) -> App:
+    from dockyard.services.ecs import ecs
+
+    session = botocore.session.get_session()
+    ecs_model = session.get_service_model("ecs")
+    return App(store, [JsonProtocol(ecs_model, ecs, store)])
+
+
+def read_credentials(data_dir: Path) -> tuple[str, str] | None:
+    path = data_dir / "credentials"
+    if not path.exists():
+        return None
+    kv: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            kv[k.strip()] = v.strip()
+    if "aws_access_key_id" in kv and "aws_secret_access_key" in kv:
+        return kv["aws_access_key_id"], kv["aws_secret_access_key"]
+    return None
+
+
+def banner(cfg: ServerConfig) -> str:
+    endpoint = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '') else cfg.host}:{cfg.port}"
+    creds = read_credentials(cfg.data_dir)
+    lines = [f"Dockyard is serving the ECS API on {endpoint}", "", "Point the aws CLI at it:"]
+    if creds:
+        lines += [f"  export AWS_ACCESS_KEY_ID={creds[0]}", f"  export AWS_SECRET_ACCESS_KEY={creds[1]}"]
+    else:
+        lines += [f"  (root key not found in {cfg.data_dir / 'credentials'}; create one with "
+                  "`dockyard keys create`)"]
+    lines += ["  export AWS_DEFAULT_REGION=us-east-1",
+              f"  aws ecs list-clusters --endpoint-url {endpoint}", ""]
+    return "\n".join(lines)
+
+
+async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store(cfg.url)
+    store.migrate()
+    keys.ensure_root(store, cfg.data_dir)
+    store.start(asyncio.get_running_loop())
+    app = build_app(store)
+    server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False)
+    print(banner(cfg), flush=True)
+    if ready is not None:
+        ready.set()
+    try:
+        await server.serve()
+    finally:
+        store.stop()
+
+
+def run(cfg: ServerConfig) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        pass
+    return 0

@@ -1,0 +1,100 @@
+"""The ``dockyard`` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dockyard import __version__
+
+
+def _data_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("DOCKYARD_DATA_DIR") or Path.home() / ".dockyard").resolve()
+
+
+def _add_store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="where the store, keys and credentials live "
+                   "(default: $DOCKYARD_DATA_DIR or ~/.dockyard)")
+    p.add_argument("--database-url", help="SQLAlchemy URL of the store (default: SQLite in the data "
+                   "directory; postgresql+psycopg://... for PostgreSQL)")
+
+
+def _store(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from dockyard.state.store import Store
+
+    data_dir = _data_dir(args.data_dir)
+    store = Store(args.database_url or f"sqlite:///{data_dir / 'dockyard.db'}")
+    store.migrate()
+    return store
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from dockyard.api.server import ServerConfig, run
+
+    cfg = ServerConfig(host=args.host, port=args.port, data_dir=_data_dir(args.data_dir),
+                       database_url=args.database_url)
+    return run(cfg)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from dockyard.state import keys
+
+    store = _store(args)
+    if args.keys_cmd == "create":
+        with store.transaction() as tx:
+            key = keys.create(tx, args.user)
+        print(f"export AWS_ACCESS_KEY_ID={key.access_key_id}")
+        print(f"export AWS_SECRET_ACCESS_KEY={key.secret_access_key}")
+        return 0
+    if args.keys_cmd == "list":
+        with store.transaction() as tx:
+            rows = keys.list_keys(tx)
+        print(f"{'ACCESS KEY ID':<22} {'ACCOUNT':<13} {'USER':<20} STATUS")
+        for key_id, account, user, status, _ in rows:
+            print(f"{key_id:<22} {account:<13} {user:<20} {status}")
+        return 0
+    if args.keys_cmd == "delete":
+        with store.transaction() as tx:
+            found = keys.delete_key(tx, args.access_key_id)
+        if not found:
+            print(f"no such access key: {args.access_key_id}", file=sys.stderr)
+            return 1
+        print(f"deleted {args.access_key_id}")
+        return 0
+    return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    from dockyard.api.server import DEFAULT_PORT
+
+    p = argparse.ArgumentParser(prog="dockyard", description="The AWS container platform on your machines.")
+    p.add_argument("--version", action="version", version=f"dockyard {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("server", help="serve the ECS API (SigV4-verified) on one HTTP port")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    _add_store_args(s)
+    s.set_defaults(fn=cmd_server)
+
+    k = sub.add_parser("keys", help="manage the access keys the server accepts")
+    _add_store_args(k)
+    ks = k.add_subparsers(dest="keys_cmd", required=True)
+    kc = ks.add_parser("create", help="create an access key (same account as the root key)")
+    kc.add_argument("--user", default="dockyard-user", help="IAM-style user name the key belongs to")
+    ks.add_parser("list", help="list access keys")
+    kd = ks.add_parser("delete", help="delete an access key")
+    kd.add_argument("access_key_id")
+    k.set_defaults(fn=cmd_keys)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

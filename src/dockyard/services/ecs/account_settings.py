@@ -1,0 +1,1 @@
+"""ECS account_settings operations (not yet implemented)."""

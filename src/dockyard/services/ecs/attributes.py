@@ -1,0 +1,1 @@
+"""ECS attributes operations (not yet implemented)."""

@@ -1,0 +1,169 @@
+"""Pieces every ECS operation module shares: documents, references, paging, tags."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, delete, insert, select, update
+
+from dockyard.api.errors import (
+    ClusterNotFoundException,
+    InvalidParameterException,
+)
+from dockyard.services.context import Ctx
+from dockyard.state import arns
+from dockyard.state.schema import clusters as ct
+from dockyard.state.schema import tags as tt
+from dockyard.state.store import Tx, prepare
+
+Doc = dict[str, Any]  # a resource in its AWS wire shape
+
+DEFAULT_CLUSTER = "default"
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+
+
+def dumps(doc: Doc) -> bytes:
+    return orjson.dumps(doc)
+
+
+def loads(raw: bytes | memoryview) -> Doc:
+    return orjson.loads(raw)  # type: ignore[no-any-return]
+
+
+# -- clusters ----------------------------------------------------------------
+
+_CLUSTER_BY_ARN = prepare(
+    select(ct.c.arn, ct.c.name, ct.c.status, ct.c.doc, ct.c.registered_instances, ct.c.running_tasks,
+           ct.c.pending_tasks, ct.c.active_services)
+    .where(ct.c.arn == bindparam("a")))
+
+# Bumping counters with arithmetic in SQL keeps them exact under concurrent writers.
+_BUMP = {
+    col: prepare(update(ct).where(ct.c.arn == bindparam("a"))
+                 .values({col: getattr(ct.c, col) + bindparam("d")}))
+    for col in ("registered_instances", "running_tasks", "pending_tasks", "active_services",
+                "draining_services")
+}
+
+
+class ClusterRow:
+    __slots__ = ("arn", "name", "status", "doc_raw", "registered_instances", "running_tasks",
+                 "pending_tasks", "active_services")
+
+    def __init__(self, row: tuple[Any, ...]) -> None:
+        (self.arn, self.name, self.status, self.doc_raw, self.registered_instances, self.running_tasks,
+         self.pending_tasks, self.active_services) = row
+
+    @property
+    def active(self) -> bool:
+        return bool(self.status == "ACTIVE")
+
+
+def cluster_arn_for(ctx: Ctx, ref: str | None) -> str:
+    """The ARN a cluster reference names (name or ARN; None means ``default``)."""
+    if not ref:
+        return arns.cluster(ctx.region, ctx.account_id, DEFAULT_CLUSTER)
+    if arns.is_arn(ref):
+        a = arns.parse(ref)
+        if a is None or a.kind != "cluster":
+            raise InvalidParameterException("Invalid identifier: Unexpected number of separators")
+        return ref
+    return arns.cluster(ctx.region, ctx.account_id, ref)
+
+
+def find_cluster(tx: Tx, ctx: Ctx, ref: str | None) -> ClusterRow | None:
+    row = tx.one(_CLUSTER_BY_ARN, a=cluster_arn_for(ctx, ref))
+    return ClusterRow(row) if row else None
+
+
+def require_cluster(tx: Tx, ctx: Ctx, ref: str | None, *, active: bool = True) -> ClusterRow:
+    """The cluster, or ClusterNotFoundException as ECS answers for unknown and deleted clusters."""
+    c = find_cluster(tx, ctx, ref)
+    if c is None or (active and not c.active):
+        raise ClusterNotFoundException("Cluster not found.")
+    return c
+
+
+def bump_cluster(tx: Tx, cluster_arn: str, **deltas: int) -> None:
+    """Adjust the cluster's counters in the caller's transaction (e.g. running_tasks=+1)."""
+    for col, d in deltas.items():
+        if d:
+            tx.run(_BUMP[col], a=cluster_arn, d=d)
+
+
+def cluster_name_from_arn(cluster_arn: str) -> str:
+    return cluster_arn.rsplit("/", 1)[-1]
+
+
+# -- paging ------------------------------------------------------------------
+
+def encode_token(value: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(value)).decode()
+
+
+def decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return orjson.loads(base64.urlsafe_b64decode(token.encode()))
+    except (ValueError, orjson.JSONDecodeError):
+        raise InvalidParameterException("Invalid nextToken") from None
+
+
+def max_results(req: Doc, default: int, hi: int = 100) -> int:
+    n = req.get("maxResults")
+    if n is None:
+        return default
+    if not 1 <= n <= hi:
+        raise InvalidParameterException(f"maxResults must be between 1 and {hi}.")
+    return int(n)
+
+
+# -- tags --------------------------------------------------------------------
+
+_TAGS_OF = prepare(select(tt.c.key, tt.c.value).where(tt.c.resource_arn == bindparam("a"))
+                   .order_by(tt.c.key))
+_TAG_DEL_ONE = prepare(delete(tt).where(tt.c.resource_arn == bindparam("a"), tt.c.key == bindparam("k")))
+_TAG_DEL_ALL = prepare(delete(tt).where(tt.c.resource_arn == bindparam("a")))
+_TAG_INS = prepare(insert(tt))
+MAX_TAGS = 50
+
+
+def validate_tags(tags: list[Doc]) -> None:
+    if len(tags) > MAX_TAGS:
+        raise InvalidParameterException("Too many tags: a resource can have at most 50 tags.")
+    seen: set[str] = set()
+    for t in tags:
+        key = t.get("key")
+        if not key:
+            raise InvalidParameterException("Tag keys must be between 1 and 128 characters.")
+        if key.lower().startswith("aws:"):
+            raise InvalidParameterException("Tag keys cannot start with the reserved prefix 'aws:'.")
+        if key in seen:
+            raise InvalidParameterException(f"Duplicate tag key: {key}")
+        seen.add(key)
+
+
+def get_tags(tx: Tx, arn: str) -> list[Doc]:
+    return [{"key": k, "value": v} for k, v in tx.all(_TAGS_OF, a=arn)]
+
+
+def put_tags(tx: Tx, arn: str, tags: list[Doc]) -> None:
+    """Add or overwrite tags; the total may not pass 50."""
+    validate_tags(tags)
+    for t in tags:
+        tx.run(_TAG_DEL_ONE, a=arn, k=t["key"])
+        tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))
+    if len(tx.all(_TAGS_OF, a=arn)) > MAX_TAGS:
+        raise InvalidParameterException("Too many tags: a resource can have at most 50 tags.")
+
+
+def remove_tags(tx: Tx, arn: str, keys: list[str] | None = None) -> None:
+    if keys is None:
+        tx.run(_TAG_DEL_ALL, a=arn)
+        return
+    for k in keys:
+        tx.run(_TAG_DEL_ONE, a=arn, k=k)

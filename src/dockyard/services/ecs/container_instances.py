@@ -1,0 +1,1 @@
+"""ECS container_instances operations (not yet implemented)."""

@@ -1,0 +1,1 @@
+"""ECS service_deployments operations (not yet implemented)."""

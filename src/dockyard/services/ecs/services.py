@@ -1,0 +1,1 @@
+"""ECS services operations (not yet implemented)."""

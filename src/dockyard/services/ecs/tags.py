@@ -1,0 +1,1 @@
+"""ECS tags operations (not yet implemented)."""

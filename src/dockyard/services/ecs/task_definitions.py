@@ -1,0 +1,1 @@
+"""ECS task_definitions operations (not yet implemented)."""

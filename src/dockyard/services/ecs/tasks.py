@@ -1,0 +1,1 @@
+"""ECS tasks operations (not yet implemented)."""

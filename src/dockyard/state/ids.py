@@ -1,0 +1,54 @@
+"""Identifiers in the formats AWS uses."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import string
+
+_ALNUM_UPPER = string.ascii_uppercase + string.digits
+_B64ISH = string.ascii_letters + string.digits + "+/"
+
+
+def hex32() -> str:
+    """Task and container-instance IDs: 32 lower-case hex characters (long ARN format)."""
+    return secrets.token_hex(16)
+
+
+def uuid() -> str:
+    h = secrets.token_hex(16)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:]}"
+
+
+def deployment_id() -> str:
+    """``ecs-svc/`` and 19 decimal digits."""
+    return "ecs-svc/" + str(secrets.randbelow(9 * 10**18) + 10**18)
+
+
+def access_key_id() -> str:
+    # AKIA + 16 upper-case alphanumerics, as IAM user keys look.
+    return "AKIA" + "".join(secrets.choice(_ALNUM_UPPER) for _ in range(16))
+
+
+def secret_access_key() -> str:
+    return "".join(secrets.choice(_B64ISH) for _ in range(40))
+
+
+def account_id() -> str:
+    return str(secrets.randbelow(9 * 10**11) + 10**11)
+
+
+class RequestIds:
+    """x-amzn-RequestId values: a random per-process prefix and a counter.
+
+    A uuid4 per request costs a getrandom() syscall, measurable at these rates.
+    """
+
+    def __init__(self) -> None:
+        p = os.urandom(10).hex()
+        self._prefix = f"{p[:8]}-{p[8:12]}-{p[12:16]}-{p[16:20]}-"
+        self._n = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._n):012x}"

@@ -1,0 +1,102 @@
+"""Run a real ``dockyard server`` process for tests and benchmarks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REGION = "us-east-1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """A dockyard server on 127.0.0.1 with its own data directory."""
+
+    def __init__(self, data_dir: Path | None = None, port: int | None = None,
+                 database_url: str | None = None, env: dict[str, str] | None = None) -> None:
+        self._tmp = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="dockyard-test-")
+            data_dir = Path(self._tmp.name)
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.database_url = database_url
+        self.env = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = self.data_dir / "server.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "dockyard.cli.main", "server", "--port", str(self.port),
+               "--data-dir", str(self.data_dir)]
+        if self.database_url:
+            cmd += ["--database-url", self.database_url]
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.endpoint + "/ping", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server did not start:\n{self.log_path.read_text()}")
+
+    def credentials(self) -> tuple[str, str]:
+        kv = {}
+        for line in (self.data_dir / "credentials").read_text().splitlines():
+            k, sep, v = line.partition("=")
+            if sep:
+                kv[k.strip()] = v.strip()
+        return kv["aws_access_key_id"], kv["aws_secret_access_key"]
+
+    def client(self, service: str = "ecs", **kw: Any) -> Any:
+        import boto3
+        from botocore.config import Config
+
+        key, secret = self.credentials()
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
+                            aws_access_key_id=kw.pop("key", key),
+                            aws_secret_access_key=kw.pop("secret", secret),
+                            config=Config(retries={"max_attempts": 0}, **kw))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
