@@ -74,11 +74,14 @@ class ServerProcess:
         import boto3
         from botocore.config import Config
 
+        from tests.helpers import shapes
+
         key, secret = self.credentials()
-        return boto3.client(service, endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
-                            aws_access_key_id=kw.pop("key", key),
-                            aws_secret_access_key=kw.pop("secret", secret),
-                            config=Config(retries={"max_attempts": 0}, **kw))
+        client = boto3.client(service, endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
+                              aws_access_key_id=kw.pop("key", key),
+                              aws_secret_access_key=kw.pop("secret", secret),
+                              config=Config(retries={"max_attempts": 0}, **kw))
+        return shapes.install(client)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
