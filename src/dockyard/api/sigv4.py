@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
+from botocore.utils import normalize_url_path
+
 from dockyard.api.errors import (
     IncompleteSignatureException,
     InvalidSignatureException,
@@ -72,45 +74,22 @@ def _hmac(key: bytes, msg: str) -> bytes:
     return hmac.new(key, msg.encode(), hashlib.sha256).digest()
 
 
-def _remove_dot_segments(path: str) -> str:
-    # RFC 3986 5.2.4, as botocore's normalize_url_path does before quoting.
-    if not path:
-        return "/"
-    out: list[str] = []
-    for seg in path.split("/"):
-        if seg == ".":
-            continue
-        if seg == "..":
-            if out:
-                out.pop()
-            continue
-        out.append(seg)
-    result = "/".join(out)
-    if path.startswith("/") and not result.startswith("/"):
-        result = "/" + result
-    if path.endswith("/") and not result.endswith("/"):
-        result += "/"
-    return result
-
-
 def canonical_uri(raw_path: str) -> str:
     if raw_path == "/":
         return "/"
-    return quote(_remove_dot_segments(raw_path), safe="/~")
+    return quote(normalize_url_path(raw_path), safe="/~")
 
 
 def canonical_query(raw_query: str, drop_signature: bool = False) -> str:
+    # As botocore signs a URL's query: the pairs as sent (already encoded), sorted.
     if not raw_query:
         return ""
-    pairs: list[tuple[str, str]] = []
+    pairs = []
     for part in raw_query.split("&"):
-        if not part:
-            continue
         k, _, v = part.partition("=")
-        k = quote(unquote(k.replace("+", " ")), safe="-_.~")
         if drop_signature and k == "X-Amz-Signature":
             continue
-        pairs.append((k, quote(unquote(v.replace("+", " ")), safe="-_.~")))
+        pairs.append((k, v))
     pairs.sort()
     return "&".join(f"{k}={v}" for k, v in pairs)
 
@@ -157,7 +136,7 @@ class SigV4Verifier:
         if auth is not None:
             return self._verify_header(method, raw_path, raw_query, headers, body, service, auth)
         if "X-Amz-Signature=" in raw_query:
-            return self._verify_query(method, raw_path, raw_query, headers, service)
+            return self._verify_query(method, raw_path, raw_query, headers, body, service)
         raise MissingAuthenticationTokenException("Missing Authentication Token")
 
     # -- header form -------------------------------------------------------
@@ -165,10 +144,7 @@ class SigV4Verifier:
                        body: bytes, service: str, auth: str) -> Identity:
         algo, _, rest = auth.strip().partition(" ")
         if algo != ALGORITHM:
-            raise IncompleteSignatureException(
-                f"Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header. "
-                f"Authorization={auth}" if not algo.startswith("AWS4") else
-                f"Unsupported AWS 'algorithm': '{algo}'")
+            raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algo}'")
         fields: dict[str, str] = {}
         for part in rest.split(","):
             k, sep, v = part.strip().partition("=")
@@ -191,7 +167,7 @@ class SigV4Verifier:
                 amz_date = _fmt(parsedate_to_datetime(date_hdr).timestamp())
             except (TypeError, ValueError):
                 raise IncompleteSignatureException(
-                    "Date must be in ISO-8601 'basic format'. Got '%s'." % date_hdr) from None
+                    f"Date must be in ISO-8601 'basic format'. Got '{date_hdr}'.") from None
         signed = fields["SignedHeaders"]
         if "host" not in signed.split(";"):
             raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
@@ -203,7 +179,7 @@ class SigV4Verifier:
 
     # -- presigned query form ---------------------------------------------
     def _verify_query(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
-                      service: str) -> Identity:
+                      body: bytes, service: str) -> Identity:
         q: dict[str, str] = {}
         for part in raw_query.split("&"):
             k, _, v = part.partition("=")
@@ -226,7 +202,10 @@ class SigV4Verifier:
                 raise IncompleteSignatureException(
                     "X-Amz-Expires must be less than a week (in seconds) that is 604800")
         return self._check(method, raw_path, canonical_query(raw_query, drop_signature=True), headers,
-                           q["X-Amz-SignedHeaders"], "UNSIGNED-PAYLOAD", q["X-Amz-Credential"],
+                           # Outside S3 a presigned URL signs the (usually empty) body's hash.
+                           q["X-Amz-SignedHeaders"],
+                           hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256,
+                           q["X-Amz-Credential"],
                            q["X-Amz-Date"], q["X-Amz-Signature"], service, expires=expires)
 
     # -- shared ------------------------------------------------------------
