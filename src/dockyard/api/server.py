@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,13 +80,18 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     store.start(asyncio.get_running_loop())
     app = build_app(store)
     server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.stop)
     print(banner(cfg), flush=True)
     if ready is not None:
         ready.set()
     try:
         await server.serve()
     finally:
+        # Every write already answered is committed; the writer drains what is queued.
         store.stop()
+        log.info("stopped")
 
 
 def run(cfg: ServerConfig) -> int:

@@ -94,15 +94,25 @@ def canonical_query(raw_query: str, drop_signature: bool = False) -> str:
     return "&".join(f"{k}={v}" for k, v in pairs)
 
 
+_date_cache: dict[str, float | None] = {}
+
+
 def _amz_date_to_epoch(value: str) -> float | None:
-    # Basic ISO-8601: 20150830T123600Z
-    if len(value) != 16 or value[8] != "T" or value[15] != "Z":
-        return None
-    try:
-        t = time.strptime(value, "%Y%m%dT%H%M%SZ")
-    except ValueError:
-        return None
-    return float(calendar.timegm(t))
+    """Basic ISO-8601 (20150830T123600Z) to epoch seconds; cached, as a client reuses it for 1 s."""
+    hit = _date_cache.get(value, False)
+    if hit is not False:
+        return hit  # type: ignore[return-value]
+    result: float | None = None
+    if len(value) == 16 and value[8] == "T" and value[15] == "Z" and value[:8].isdigit() \
+            and value[9:15].isdigit():
+        y, mo, d = int(value[0:4]), int(value[4:6]), int(value[6:8])
+        h, mi, se = int(value[9:11]), int(value[11:13]), int(value[13:15])
+        if 1 <= mo <= 12 and 1 <= d <= calendar.monthrange(y, mo)[1] and h < 24 and mi < 60 and se < 61:
+            result = float(calendar.timegm((y, mo, d, h, mi, se, 0, 0, 0)))
+    if len(_date_cache) > 1024:
+        _date_cache.clear()
+    _date_cache[value] = result
+    return result
 
 
 def _fmt(epoch: float) -> str:

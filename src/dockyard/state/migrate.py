@@ -6,8 +6,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
+# Alembic logs every plugin and revision at INFO; a server start should not.
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
 
 if TYPE_CHECKING:
     from dockyard.state.store import Store
@@ -23,7 +26,6 @@ def config(url: str) -> Config:
 
 
 def upgrade(store: "Store") -> None:
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     cfg = config(store.url)
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from dockyard.api.errors import (
     ClusterContainsContainerInstancesException,
@@ -42,7 +42,7 @@ _SET_STATUS = prepare(update(ct).where(ct.c.arn == bindparam("a"))
 _LIST = prepare(select(ct.c.arn).where(ct.c.account_id == bindparam("acct"), ct.c.region == bindparam("r"),
                                        ct.c.status == "ACTIVE", ct.c.arn > bindparam("after"))
                 .order_by(ct.c.arn).limit(bindparam("n")))
-_COUNT_ACTIVE = prepare(select(ct.c.arn).where(ct.c.account_id == bindparam("acct"),
+_COUNT_ACTIVE = prepare(select(func.count()).select_from(ct).where(ct.c.account_id == bindparam("acct"),
                                                ct.c.region == bindparam("r"), ct.c.status == "ACTIVE"))
 _SERVICE_COUNTS = prepare(select(ct.c.active_services, ct.c.draining_services)
                           .where(ct.c.arn == bindparam("a")))
@@ -127,8 +127,8 @@ def create_cluster(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         if opt in req:
             doc[opt] = req[opt]
     if existing is None:
-        quotas.check(tx, ctx, "clusters_per_account", len(tx.all(_COUNT_ACTIVE, acct=ctx.account_id,
-                                                                  r=ctx.region)))
+        active = tx.one(_COUNT_ACTIVE, acct=ctx.account_id, r=ctx.region)
+        quotas.check(tx, ctx, "clusters_per_account", active[0] if active else 0)
         tx.insert(_INSERT, arn=arn, account_id=ctx.account_id, region=ctx.region, name=name,
                   status="ACTIVE", registered_instances=0, running_tasks=0, pending_tasks=0,
                   active_services=0, draining_services=0, doc=dumps(doc))
