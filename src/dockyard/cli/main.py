@@ -41,10 +41,14 @@ def cmd_server(args: argparse.Namespace) -> int:
 def cmd_keys(args: argparse.Namespace) -> int:
     from dockyard.state import keys
 
+    if args.keys_cmd == "create" and args.account_id is not None and not (
+            len(args.account_id) == 12 and args.account_id.isdigit()):
+        print("--account-id must be 12 digits", file=sys.stderr)
+        return 2
     store = _store(args)
     if args.keys_cmd == "create":
         with store.transaction() as tx:
-            key = keys.create(tx, args.user)
+            key = keys.create(tx, args.user, args.account_id)
         print(f"export AWS_ACCESS_KEY_ID={key.access_key_id}")
         print(f"export AWS_SECRET_ACCESS_KEY={key.secret_access_key}")
         return 0
@@ -84,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
     ks = k.add_subparsers(dest="keys_cmd", required=True)
     kc = ks.add_parser("create", help="create an access key (same account as the root key)")
     kc.add_argument("--user", default="dockyard-user", help="IAM-style user name the key belongs to")
+    kc.add_argument("--account-id", help="12-digit account the key acts in (default: the root key's "
+                    "account); resources are separate per account")
     ks.add_parser("list", help="list access keys")
     kd = ks.add_parser("delete", help="delete an access key")
     kd.add_argument("access_key_id")
