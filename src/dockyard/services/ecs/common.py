@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import unicodedata
 from typing import Any
 
 import orjson
@@ -14,6 +15,7 @@ from dockyard.api.errors import (
     InvalidParameterException,
 )
 from dockyard.services.context import Ctx
+from dockyard.services.ecs import quotas
 from dockyard.state import arns
 from dockyard.state.schema import clusters as ct
 from dockyard.state.schema import tags as tt
@@ -132,16 +134,28 @@ _TAG_INS = prepare(insert(tt))
 MAX_TAGS = 50
 
 
+def _tag_text_ok(text: str) -> bool:
+    """The model's pattern for tag keys and values: [\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*."""
+    return all(unicodedata.category(ch)[0] in "LZN" or ch in "_.:/=+-@" for ch in text)
+
+
 def validate_tags(tags: list[Doc]) -> None:
-    if len(tags) > MAX_TAGS:
-        raise InvalidParameterException("Too many tags: a resource can have at most 50 tags.")
+    limit = quotas.limit("tags_per_resource")
+    if len(tags) > limit:
+        raise InvalidParameterException(f"Too many tags: a resource can have at most {limit} tags.")
     seen: set[str] = set()
     for t in tags:
         key = t.get("key")
-        if not key:
+        if not key or len(key) > 128:
             raise InvalidParameterException("Tag keys must be between 1 and 128 characters.")
         if key.lower().startswith("aws:"):
             raise InvalidParameterException("Tag keys cannot start with the reserved prefix 'aws:'.")
+        value = t.get("value") or ""
+        if len(value) > 256:
+            raise InvalidParameterException("Tag values must be at most 256 characters.")
+        if not _tag_text_ok(key) or not _tag_text_ok(value):
+            raise InvalidParameterException(
+                "Tag keys and values may contain only letters, numbers, spaces and _ . : / = + - @")
         if key in seen:
             raise InvalidParameterException(f"Duplicate tag key: {key}")
         seen.add(key)
@@ -152,13 +166,14 @@ def get_tags(tx: Tx, arn: str) -> list[Doc]:
 
 
 def put_tags(tx: Tx, arn: str, tags: list[Doc]) -> None:
-    """Add or overwrite tags; the total may not pass 50."""
+    """Add or overwrite tags; the total may not pass the tags_per_resource quota (50)."""
     validate_tags(tags)
     for t in tags:
         tx.run(_TAG_DEL_ONE, a=arn, k=t["key"])
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))
-    if len(tx.all(_TAGS_OF, a=arn)) > MAX_TAGS:
-        raise InvalidParameterException("Too many tags: a resource can have at most 50 tags.")
+    limit = quotas.limit("tags_per_resource")
+    if len(tx.all(_TAGS_OF, a=arn)) > limit:
+        raise InvalidParameterException(f"Too many tags: a resource can have at most {limit} tags.")
 
 
 def remove_tags(tx: Tx, arn: str, keys: list[str] | None = None) -> None:

@@ -34,7 +34,9 @@ MESSAGES: dict[str, str] = {
     "tasks_per_service": "The maximum number of tasks for this service has been reached.",
     "revisions_per_task_definition_family":
         "The maximum number of revisions for this task definition family has been reached.",
-    "capacity_providers_per_cluster": "The maximum number of capacity providers for a cluster is 20.",
+    "capacity_providers_per_cluster": "The maximum number of capacity providers for a cluster is {limit}.",
+    "custom_attributes_per_resource": "The maximum number of custom attributes for a resource is {limit}.",
+    "tags_per_resource": "The maximum number of tags for a resource is {limit}.",
 }
 
 _limits: dict[str, int] = dict(DEFAULTS)
@@ -61,7 +63,12 @@ def limit(name: str) -> int:
     return _limits[name]
 
 
+def message(name: str) -> str:
+    """The text AWS answers when quota ``name`` is exceeded (with the limit in force)."""
+    return MESSAGES.get(name, "Limit exceeded: {name}.").format(limit=_limits[name], name=name)
+
+
 def check(tx: Tx, ctx: Ctx, name: str, current: int, adding: int = 1) -> None:
     """Raise LimitExceededException if ``current + adding`` would pass the quota."""
     if current + adding > _limits[name]:
-        raise LimitExceededException(MESSAGES.get(name, f"Limit exceeded: {name}."))
+        raise LimitExceededException(message(name))
