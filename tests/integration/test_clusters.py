@@ -65,3 +65,23 @@ def test_unknown_key_rejected(server):
     with pytest.raises(ClientError) as e:
         bad.list_clusters()
     assert e.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_deleted_cluster_recreated_without_its_old_tags(ecs, name):
+    ecs.create_cluster(clusterName=name, tags=[{"key": "k", "value": "v"}])
+    ecs.delete_cluster(cluster=name)
+    ecs.create_cluster(clusterName=name)
+    assert ecs.describe_clusters(clusters=[name], include=["TAGS"])["clusters"][0].get("tags", []) == []
+
+
+def test_new_cluster_takes_container_insights_from_account_setting(server, name):
+    from tests.integration.test_keys import new_key
+
+    key, secret = new_key(server, "--account-id", "444455556666", "--user", "root")
+    client = server.client("ecs", key=key, secret=secret)
+    client.put_account_setting_default(name="containerInsights", value="enabled")
+    c = client.create_cluster(clusterName=name)["cluster"]
+    assert {"name": "containerInsights", "value": "enabled"} in c["settings"]
+    c2 = client.create_cluster(clusterName=name + "x", settings=[{"name": "containerInsights",
+                                                                  "value": "disabled"}])["cluster"]
+    assert {"name": "containerInsights", "value": "disabled"} in c2["settings"]

@@ -360,6 +360,12 @@ def update_capacity_provider(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     return {"capacityProvider": _render(tx, doc, True)}
 
 
+def cluster_scoped_providers(tx: Tx, ctx: Ctx, cluster_name: str) -> list[str]:
+    """Managed Instances providers that belong to the cluster (they block its deletion)."""
+    return [name for name, raw in tx.all(_ALL_ACTIVE, acct=ctx.account_id, r=ctx.region)
+            if loads(raw).get("cluster") == cluster_name]
+
+
 def _associated_clusters(tx: Tx, ctx: Ctx, name: str) -> list[str]:
     return [cname for cname, raw in tx.all(_ACTIVE_CLUSTERS, acct=ctx.account_id, r=ctx.region)
             if name in (loads(raw).get("capacityProviders") or [])]

@@ -7,13 +7,14 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 
 from dockyard.api.errors import (
+    ClientException,
     ClusterContainsContainerInstancesException,
     ClusterContainsServicesException,
     ClusterContainsTasksException,
     InvalidParameterException,
 )
 from dockyard.services.context import Ctx
-from dockyard.services.ecs import capacity_providers, quotas
+from dockyard.services.ecs import account_settings, capacity_providers, quotas
 from dockyard.services.ecs.common import (
     NAME_RE,
     ClusterRow,
@@ -27,6 +28,7 @@ from dockyard.services.ecs.common import (
     loads,
     max_results,
     put_tags,
+    remove_tags,
     require_cluster,
 )
 from dockyard.services.ecs.registry import ecs
@@ -53,8 +55,8 @@ DEFAULT_SETTINGS = [{"name": "containerInsights", "value": "disabled"}]
 _INCLUDE = {"ATTACHMENTS", "CONFIGURATIONS", "SETTINGS", "STATISTICS", "TAGS"}
 
 
-def _check_settings(settings: list[Doc]) -> list[Doc]:
-    out: dict[str, str] = {s["name"]: s["value"] for s in DEFAULT_SETTINGS}
+def _check_settings(settings: list[Doc], defaults: list[Doc] = DEFAULT_SETTINGS) -> list[Doc]:
+    out: dict[str, str] = {s["name"]: s["value"] for s in defaults}
     for s in settings:
         if s.get("name") != "containerInsights":
             raise InvalidParameterException("Cluster setting name must be 'containerInsights'.")
@@ -110,7 +112,9 @@ def create_cluster(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     name = req.get("clusterName") or "default"
     _check_name(name)
     arn = arns.cluster(ctx.region, ctx.account_id, name)
-    settings = _check_settings(req.get("settings", []))
+    # A new cluster's containerInsights follows the account setting unless the request sets it.
+    insights = account_settings.effective(tx, ctx, "containerInsights")
+    settings = _check_settings(req.get("settings", []), [{"name": "containerInsights", "value": insights}])
     providers = req.get("capacityProviders", [])
     strategy = req.get("defaultCapacityProviderStrategy", [])
     capacity_providers.check_cluster_providers(tx, ctx, providers, strategy)
@@ -126,9 +130,9 @@ def create_cluster(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     for opt in ("configuration", "serviceConnectDefaults"):
         if opt in req:
             doc[opt] = req[opt]
+    active = tx.one(_COUNT_ACTIVE, acct=ctx.account_id, r=ctx.region)
+    quotas.check(tx, ctx, "clusters_per_account", active[0] if active else 0)
     if existing is None:
-        active = tx.one(_COUNT_ACTIVE, acct=ctx.account_id, r=ctx.region)
-        quotas.check(tx, ctx, "clusters_per_account", active[0] if active else 0)
         tx.insert(_INSERT, arn=arn, account_id=ctx.account_id, region=ctx.region, name=name,
                   status="ACTIVE", registered_instances=0, running_tasks=0, pending_tasks=0,
                   active_services=0, draining_services=0, doc=dumps(doc))
@@ -232,6 +236,11 @@ def delete_cluster(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         raise ClusterContainsServicesException("The Cluster cannot be deleted while Services are active.")
     if c.running_tasks or c.pending_tasks:
         raise ClusterContainsTasksException("The Cluster cannot be deleted while Tasks are active.")
+    if capacity_providers.cluster_scoped_providers(tx, ctx, c.name):
+        raise ClientException("The Cluster cannot be deleted while Cluster Scoped Capacity Providers are "
+                              "attached to the cluster")
+    # Tags go with the resource: a cluster created again under this name starts untagged.
+    remove_tags(tx, c.arn)
     doc = loads(c.doc_raw)
     doc["status"] = "INACTIVE"
     tx.run(_SET_STATUS, a=c.arn, s="INACTIVE", d=dumps(doc))
