@@ -51,18 +51,25 @@ clusters = Table(
     Column("active_services", Integer, nullable=False, default=0),
     Column("draining_services", Integer, nullable=False, default=0),
     Column("doc", LargeBinary, nullable=False),
-    Index("ix_clusters_scope_name", "account_id", "region", "name"),
+    Index("ix_clusters_scope_status", "account_id", "region", "status", "name"),
 )
+
+# Family names compare bytewise (SQLite's BINARY; "C" on PostgreSQL), so prefix
+# ranges and keyset paging order exactly as the Python side expects.
+_FAMILY = String(255).with_variant(String(255, collation="C"), "postgresql")
 
 task_definition_families = Table(
     "task_definition_families", metadata,
     Column("account_id", String(12), primary_key=True),
     Column("region", String(32), primary_key=True),
-    Column("family", String(255), primary_key=True),
+    Column("family", _FAMILY, primary_key=True),
     # Revisions are never reused, even after deregistration or deletion.
     Column("last_revision", Integer, nullable=False),
-    # Number of ACTIVE revisions, for ListTaskDefinitionFamilies(status=ACTIVE).
+    # Number of ACTIVE revisions; ``status`` is ACTIVE while it is above 0, else INACTIVE,
+    # so ListTaskDefinitionFamilies(status=...) is an index range.
     Column("active_revisions", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Index("ix_taskdef_families_status", "account_id", "region", "status", "family"),
 )
 
 task_definitions = Table(
@@ -70,11 +77,12 @@ task_definitions = Table(
     Column("arn", String(512), primary_key=True),
     Column("account_id", String(12), nullable=False),
     Column("region", String(32), nullable=False),
-    Column("family", String(255), nullable=False),
+    Column("family", _FAMILY, nullable=False),
     Column("revision", Integer, nullable=False),
     Column("status", String(32), nullable=False),
     Column("doc", LargeBinary, nullable=False),
     UniqueConstraint("account_id", "region", "family", "revision", name="uq_taskdef_family_rev"),
+    # Latest ACTIVE revision of a family, and ListTaskDefinitions, are ranges of this index.
     Index("ix_taskdef_status", "account_id", "region", "status", "family", "revision"),
 )
 
@@ -85,10 +93,22 @@ container_instances = Table(
     Column("instance_id", String(64), nullable=False),
     Column("ec2_instance_id", String(64)),
     Column("status", String(32), nullable=False),
+    # Set by the agent channel when the agent's session comes up or goes away.
     Column("agent_connected", Boolean, nullable=False, default=False),
     Column("registered_at", Float, nullable=False),
+    # ContainerInstance.version; placement commits check it (optimistic concurrency).
+    Column("version", Integer, nullable=False, default=1),
+    # What placed tasks leave free, kept in the transaction that places or releases them.
+    Column("remaining_cpu", Integer, nullable=False, default=0),
+    Column("remaining_memory", Integer, nullable=False, default=0),
+    # Host ports held by tasks (not the reserved ones): orjson {"tcp": [...], "udp": [...]}.
+    Column("used_ports", LargeBinary, nullable=False),
+    # runningTasksCount (desiredStatus RUNNING, not yet stopped) and pendingTasksCount.
+    Column("running_tasks", Integer, nullable=False, default=0),
+    Column("pending_tasks", Integer, nullable=False, default=0),
     Column("doc", LargeBinary, nullable=False),
-    Index("ix_ci_cluster_status", "cluster_arn", "status", "registered_at"),
+    Index("ix_ci_cluster_status", "cluster_arn", "status", "arn"),
+    Index("ix_ci_cluster", "cluster_arn", "arn"),
     Index("ix_ci_ec2_instance", "cluster_arn", "ec2_instance_id"),
 )
 
@@ -100,17 +120,24 @@ tasks = Table(
     Column("family", String(255), nullable=False),
     Column("service_name", String(255)),
     Column("started_by", String(128)),
+    Column("group_name", String(255)),
     Column("desired_status", String(32), nullable=False),
     Column("last_status", String(32), nullable=False),
     Column("launch_type", String(32)),
     Column("created_at", Float, nullable=False),
     Column("stopped_at", Float),
+    # What the task holds on its instance until it is STOPPED: orjson
+    # {"cpu", "memory", "tcp": [...], "udp": [...]}; NULL once released (or never placed).
+    Column("held", LargeBinary),
     Column("doc", LargeBinary, nullable=False),
-    Index("ix_tasks_cluster_desired", "cluster_arn", "desired_status", "created_at"),
-    Index("ix_tasks_instance", "container_instance_arn", "desired_status"),
-    Index("ix_tasks_family", "cluster_arn", "family", "desired_status"),
-    Index("ix_tasks_service", "cluster_arn", "service_name", "desired_status"),
-    Index("ix_tasks_started_by", "cluster_arn", "started_by"),
+    # ListTasks pages in ARN order within each filter, so every filter has an index ending in arn.
+    Index("ix_tasks_cluster_desired", "cluster_arn", "desired_status", "arn"),
+    Index("ix_tasks_instance", "container_instance_arn", "desired_status", "arn"),
+    Index("ix_tasks_family", "cluster_arn", "family", "desired_status", "arn"),
+    Index("ix_tasks_service", "cluster_arn", "service_name", "desired_status", "arn"),
+    Index("ix_tasks_started_by", "cluster_arn", "started_by", "desired_status", "arn"),
+    Index("ix_tasks_launch_type", "cluster_arn", "launch_type", "desired_status", "arn"),
+    Index("ix_tasks_group", "cluster_arn", "group_name", "desired_status"),
     Index("ix_tasks_stopped_at", "stopped_at"),
 )
 
@@ -119,12 +146,44 @@ services = Table(
     Column("arn", String(512), primary_key=True),
     Column("cluster_arn", String(512), nullable=False),
     Column("name", String(255), nullable=False),
+    # ACTIVE | DRAINING | INACTIVE; a controller reconciles ACTIVE and DRAINING ones.
     Column("status", String(32), nullable=False),
+    # Service Connect namespace (name or ARN as given), for ListServicesByNamespace.
     Column("namespace", String(512)),
+    # ListServices filters; launch_type is NULL for a capacity provider strategy.
+    Column("launch_type", String(32)),
+    Column("scheduling_strategy", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    # The Service in its wire shape, deployments (PRIMARY first) and the newest 100 events
+    # included; runningCount/pendingCount are counted from tasks when it is read.
     Column("doc", LargeBinary, nullable=False),
     Index("ix_services_cluster_status", "cluster_arn", "status", "name"),
-    Index("ix_services_namespace", "namespace", "status"),
+    Index("ix_services_namespace", "namespace", "status", "arn"),
+)
+
+# Service revisions (DescribeServiceRevisions): what one deployment rolls out.
+service_revisions = Table(
+    "service_revisions", metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("service_arn", String(512), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+    Index("ix_service_revisions_service", "service_arn", "created_at"),
+)
+
+# Service deployments (Describe/List/StopServiceDeployment), one per Service.deployments[].id.
+service_deployments = Table(
+    "service_deployments", metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("service_arn", String(512), nullable=False),
+    # The ecs-svc/<digits> id of the matching Service.deployments[] entry.
+    Column("deployment_id", String(64), nullable=False),
+    # ServiceDeploymentStatus (PENDING, IN_PROGRESS, SUCCESSFUL, STOPPED, ...).
+    Column("status", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("doc", LargeBinary, nullable=False),
+    Index("ix_service_deployments_service", "service_arn", "created_at", "arn"),
+    Index("ix_service_deployments_id", "service_arn", "deployment_id"),
 )
 
 capacity_providers = Table(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 12:08:09.171512
+Create Date: 2026-11-23 12:34:30.699867
 """
 from alembic import op
 import sqlalchemy as sa
@@ -61,7 +61,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('arn')
     )
     with op.batch_alter_table('clusters', schema=None) as batch_op:
-        batch_op.create_index('ix_clusters_scope_name', ['account_id', 'region', 'name'], unique=False)
+        batch_op.create_index('ix_clusters_scope_status', ['account_id', 'region', 'status', 'name'], unique=False)
 
     op.create_table('container_instances',
     sa.Column('arn', sa.String(length=512), nullable=False),
@@ -71,11 +71,18 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('agent_connected', sa.Boolean(), nullable=False),
     sa.Column('registered_at', sa.Float(), nullable=False),
+    sa.Column('version', sa.Integer(), nullable=False),
+    sa.Column('remaining_cpu', sa.Integer(), nullable=False),
+    sa.Column('remaining_memory', sa.Integer(), nullable=False),
+    sa.Column('used_ports', sa.LargeBinary(), nullable=False),
+    sa.Column('running_tasks', sa.Integer(), nullable=False),
+    sa.Column('pending_tasks', sa.Integer(), nullable=False),
     sa.Column('doc', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('arn')
     )
     with op.batch_alter_table('container_instances', schema=None) as batch_op:
-        batch_op.create_index('ix_ci_cluster_status', ['cluster_arn', 'status', 'registered_at'], unique=False)
+        batch_op.create_index('ix_ci_cluster', ['cluster_arn', 'arn'], unique=False)
+        batch_op.create_index('ix_ci_cluster_status', ['cluster_arn', 'status', 'arn'], unique=False)
         batch_op.create_index('ix_ci_ec2_instance', ['cluster_arn', 'ec2_instance_id'], unique=False)
 
     op.create_table('idempotency',
@@ -88,19 +95,44 @@ def upgrade() -> None:
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('account_id', 'region', 'operation', 'token')
     )
+    op.create_table('service_deployments',
+    sa.Column('arn', sa.String(length=512), nullable=False),
+    sa.Column('service_arn', sa.String(length=512), nullable=False),
+    sa.Column('deployment_id', sa.String(length=64), nullable=False),
+    sa.Column('status', sa.String(length=32), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('doc', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('arn')
+    )
+    with op.batch_alter_table('service_deployments', schema=None) as batch_op:
+        batch_op.create_index('ix_service_deployments_id', ['service_arn', 'deployment_id'], unique=False)
+        batch_op.create_index('ix_service_deployments_service', ['service_arn', 'created_at', 'arn'], unique=False)
+
+    op.create_table('service_revisions',
+    sa.Column('arn', sa.String(length=512), nullable=False),
+    sa.Column('service_arn', sa.String(length=512), nullable=False),
+    sa.Column('created_at', sa.Float(), nullable=False),
+    sa.Column('doc', sa.LargeBinary(), nullable=False),
+    sa.PrimaryKeyConstraint('arn')
+    )
+    with op.batch_alter_table('service_revisions', schema=None) as batch_op:
+        batch_op.create_index('ix_service_revisions_service', ['service_arn', 'created_at'], unique=False)
+
     op.create_table('services',
     sa.Column('arn', sa.String(length=512), nullable=False),
     sa.Column('cluster_arn', sa.String(length=512), nullable=False),
     sa.Column('name', sa.String(length=255), nullable=False),
     sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('namespace', sa.String(length=512), nullable=True),
+    sa.Column('launch_type', sa.String(length=32), nullable=True),
+    sa.Column('scheduling_strategy', sa.String(length=16), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('doc', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('arn')
     )
     with op.batch_alter_table('services', schema=None) as batch_op:
         batch_op.create_index('ix_services_cluster_status', ['cluster_arn', 'status', 'name'], unique=False)
-        batch_op.create_index('ix_services_namespace', ['namespace', 'status'], unique=False)
+        batch_op.create_index('ix_services_namespace', ['namespace', 'status', 'arn'], unique=False)
 
     op.create_table('tags',
     sa.Column('resource_arn', sa.String(length=512), nullable=False),
@@ -111,16 +143,20 @@ def upgrade() -> None:
     op.create_table('task_definition_families',
     sa.Column('account_id', sa.String(length=12), nullable=False),
     sa.Column('region', sa.String(length=32), nullable=False),
-    sa.Column('family', sa.String(length=255), nullable=False),
+    sa.Column('family', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.Column('last_revision', sa.Integer(), nullable=False),
     sa.Column('active_revisions', sa.Integer(), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
     sa.PrimaryKeyConstraint('account_id', 'region', 'family')
     )
+    with op.batch_alter_table('task_definition_families', schema=None) as batch_op:
+        batch_op.create_index('ix_taskdef_families_status', ['account_id', 'region', 'status', 'family'], unique=False)
+
     op.create_table('task_definitions',
     sa.Column('arn', sa.String(length=512), nullable=False),
     sa.Column('account_id', sa.String(length=12), nullable=False),
     sa.Column('region', sa.String(length=32), nullable=False),
-    sa.Column('family', sa.String(length=255), nullable=False),
+    sa.Column('family', sa.String(length=255).with_variant(sa.String(length=255, collation='C'), 'postgresql'), nullable=False),
     sa.Column('revision', sa.Integer(), nullable=False),
     sa.Column('status', sa.String(length=32), nullable=False),
     sa.Column('doc', sa.LargeBinary(), nullable=False),
@@ -137,20 +173,24 @@ def upgrade() -> None:
     sa.Column('family', sa.String(length=255), nullable=False),
     sa.Column('service_name', sa.String(length=255), nullable=True),
     sa.Column('started_by', sa.String(length=128), nullable=True),
+    sa.Column('group_name', sa.String(length=255), nullable=True),
     sa.Column('desired_status', sa.String(length=32), nullable=False),
     sa.Column('last_status', sa.String(length=32), nullable=False),
     sa.Column('launch_type', sa.String(length=32), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('stopped_at', sa.Float(), nullable=True),
+    sa.Column('held', sa.LargeBinary(), nullable=True),
     sa.Column('doc', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('arn')
     )
     with op.batch_alter_table('tasks', schema=None) as batch_op:
-        batch_op.create_index('ix_tasks_cluster_desired', ['cluster_arn', 'desired_status', 'created_at'], unique=False)
-        batch_op.create_index('ix_tasks_family', ['cluster_arn', 'family', 'desired_status'], unique=False)
-        batch_op.create_index('ix_tasks_instance', ['container_instance_arn', 'desired_status'], unique=False)
-        batch_op.create_index('ix_tasks_service', ['cluster_arn', 'service_name', 'desired_status'], unique=False)
-        batch_op.create_index('ix_tasks_started_by', ['cluster_arn', 'started_by'], unique=False)
+        batch_op.create_index('ix_tasks_cluster_desired', ['cluster_arn', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_family', ['cluster_arn', 'family', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_group', ['cluster_arn', 'group_name', 'desired_status'], unique=False)
+        batch_op.create_index('ix_tasks_instance', ['container_instance_arn', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_launch_type', ['cluster_arn', 'launch_type', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_service', ['cluster_arn', 'service_name', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_started_by', ['cluster_arn', 'started_by', 'desired_status', 'arn'], unique=False)
         batch_op.create_index('ix_tasks_stopped_at', ['stopped_at'], unique=False)
 
     # ### end Alembic commands ###
@@ -162,7 +202,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_tasks_stopped_at')
         batch_op.drop_index('ix_tasks_started_by')
         batch_op.drop_index('ix_tasks_service')
+        batch_op.drop_index('ix_tasks_launch_type')
         batch_op.drop_index('ix_tasks_instance')
+        batch_op.drop_index('ix_tasks_group')
         batch_op.drop_index('ix_tasks_family')
         batch_op.drop_index('ix_tasks_cluster_desired')
 
@@ -171,6 +213,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_taskdef_status')
 
     op.drop_table('task_definitions')
+    with op.batch_alter_table('task_definition_families', schema=None) as batch_op:
+        batch_op.drop_index('ix_taskdef_families_status')
+
     op.drop_table('task_definition_families')
     op.drop_table('tags')
     with op.batch_alter_table('services', schema=None) as batch_op:
@@ -178,14 +223,24 @@ def downgrade() -> None:
         batch_op.drop_index('ix_services_cluster_status')
 
     op.drop_table('services')
+    with op.batch_alter_table('service_revisions', schema=None) as batch_op:
+        batch_op.drop_index('ix_service_revisions_service')
+
+    op.drop_table('service_revisions')
+    with op.batch_alter_table('service_deployments', schema=None) as batch_op:
+        batch_op.drop_index('ix_service_deployments_service')
+        batch_op.drop_index('ix_service_deployments_id')
+
+    op.drop_table('service_deployments')
     op.drop_table('idempotency')
     with op.batch_alter_table('container_instances', schema=None) as batch_op:
         batch_op.drop_index('ix_ci_ec2_instance')
         batch_op.drop_index('ix_ci_cluster_status')
+        batch_op.drop_index('ix_ci_cluster')
 
     op.drop_table('container_instances')
     with op.batch_alter_table('clusters', schema=None) as batch_op:
-        batch_op.drop_index('ix_clusters_scope_name')
+        batch_op.drop_index('ix_clusters_scope_status')
 
     op.drop_table('clusters')
     with op.batch_alter_table('capacity_providers', schema=None) as batch_op:
