@@ -79,7 +79,9 @@ class JsonProtocol:
         problem = self.validator.check(name, req)
         if problem is not None:
             raise InvalidParameterException(problem)
-        ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id, time.time())
+        # AWS timestamps carry milliseconds.
+        ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id,
+                  round(time.time(), 3))
         if op.write:
             return await self.store.write(op.fn, ctx, req)
         return self.store.read(op.fn, ctx, req)
