@@ -9,7 +9,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ["CHECKPOINT_DISABLE"] = "1"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-from tests.helpers.server import ServerProcess  # noqa: E402
+from tests.helpers.server import ServerProcess
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +17,15 @@ def server():
     s = ServerProcess().start()
     yield s
     s.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pg():
+    """One private PostgreSQL server for the session; tests take a database each (create_database)."""
+    from tests.helpers.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -445,14 +445,6 @@ def test_delete_task_definitions_limits(ecs, name):
 
 # -- the same operations on each store backend (no HTTP) -----------------------------------
 
-@pytest.fixture(scope="module")
-def pg():
-    from tests.helpers.postgres import postgres_server
-
-    with postgres_server() as server:
-        yield server
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store(request, tmp_path):
     from dockyard.state.store import Store

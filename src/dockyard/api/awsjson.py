@@ -21,8 +21,8 @@ from dockyard.api.errors import (
     ServerException,
     UnknownOperationException,
 )
-from dockyard.api.validation import Validator
 from dockyard.api.sigv4 import Identity
+from dockyard.api.validation import Validator
 from dockyard.services.context import Ctx
 from dockyard.services.registry import Registry
 from dockyard.state.store import Store

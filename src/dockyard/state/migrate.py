@@ -25,7 +25,7 @@ def config(url: str) -> Config:
     return cfg
 
 
-def upgrade(store: "Store") -> None:
+def upgrade(store: Store) -> None:
     cfg = config(store.url)
     with store.engine.begin() as conn:
         cfg.attributes["connection"] = conn

@@ -37,13 +37,13 @@ _GROUP_MAX = 512
 class Prepared:
     """A Core statement compiled once per dialect (and per set of insert keys)."""
 
-    __slots__ = ("stmt", "_cache")
+    __slots__ = ("_cache", "stmt")
 
     def __init__(self, stmt: ClauseElement) -> None:
         self.stmt = stmt
         self._cache: dict[tuple[str, tuple[str, ...]], _Compiled] = {}
 
-    def compiled(self, dialect: Dialect, keys: tuple[str, ...]) -> "_Compiled":
+    def compiled(self, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
         ck = (dialect.name, keys)
         hit = self._cache.get(ck)
         if hit is None:
@@ -58,7 +58,7 @@ class Prepared:
 
 
 class _Compiled:
-    __slots__ = ("sql", "order", "defaults")
+    __slots__ = ("defaults", "order", "sql")
 
     def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any]) -> None:
         self.sql = sql
@@ -162,8 +162,11 @@ class Store:
     def _begin(self, conn: Any, write: bool) -> None:
         if self.is_sqlite:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-        else:
+        elif write:
             conn.execute("BEGIN")
+        else:
+            # READ COMMITTED would let a commit landing between two statements show in the second.
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def migrate(self) -> None:
         from dockyard.state.migrate import upgrade

@@ -1,8 +1,6 @@
 """Amazon ECS semantics over the store. Importing this package registers every operation."""
 
-from dockyard.services.ecs.registry import ecs
-
-from dockyard.services.ecs import (  # noqa: F401,E402  (imported for their registrations)
+from dockyard.services.ecs import (  # noqa: F401  (imported for their registrations)
     account_settings,
     attributes,
     capacity_providers,
@@ -14,5 +12,6 @@ from dockyard.services.ecs import (  # noqa: F401,E402  (imported for their regi
     task_definitions,
     tasks,
 )
+from dockyard.services.ecs.registry import ecs
 
 __all__ = ["ecs"]

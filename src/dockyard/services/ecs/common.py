@@ -52,8 +52,16 @@ _BUMP = {
 
 
 class ClusterRow:
-    __slots__ = ("arn", "name", "status", "doc_raw", "registered_instances", "running_tasks",
-                 "pending_tasks", "active_services")
+    __slots__ = (
+        "active_services",
+        "arn",
+        "doc_raw",
+        "name",
+        "pending_tasks",
+        "registered_instances",
+        "running_tasks",
+        "status",
+    )
 
     def __init__(self, row: tuple[Any, ...]) -> None:
         (self.arn, self.name, self.status, self.doc_raw, self.registered_instances, self.running_tasks,

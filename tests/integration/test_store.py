@@ -1,0 +1,272 @@
+"""The store on both backends: SQLite (default) and PostgreSQL (private server per session)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
+
+from dockyard.state import schema
+from dockyard.state.migrate import config
+from dockyard.state.store import Store, Tx, prepare
+from tests.helpers.postgres import PostgresServer
+from tests.helpers.server import ServerProcess
+
+tags = schema.tags
+
+INSERT_TAG = prepare(insert(tags))
+TAG_VALUE = prepare(select(tags.c.value).where(tags.c.resource_arn == bindparam("a"), tags.c.key == bindparam("k")))
+TAGS_OF = prepare(select(tags.c.key, tags.c.value).where(tags.c.resource_arn == bindparam("a"))
+                  .order_by(tags.c.key))
+# Literals inside a prepared statement ("keep", LIMIT 2) are bound by the store, not the caller.
+FIRST_TWO_NOT_KEEP = prepare(select(tags.c.key).where(tags.c.resource_arn == bindparam("a"), tags.c.value != "keep")
+                             .order_by(tags.c.key).limit(2))
+SET_VALUE = prepare(update(tags).where(tags.c.resource_arn == bindparam("a")).values(value=bindparam("v")))
+DELETE_KEY = prepare(delete(tags).where(tags.c.resource_arn == bindparam("a"), tags.c.key == bindparam("k")))
+COUNT_OF = prepare(select(func.count()).select_from(tags).where(tags.c.resource_arn == bindparam("a")))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'dockyard.db'}"
+    return request.getfixturevalue("pg").create_database()
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    s = Store(url)
+    s.migrate()
+    yield s
+    s.stop()
+    if s._read_conn is not None:
+        s._read_conn.close()
+    s.engine.dispose()
+
+
+def run_with_writer(store: Store, body: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``body()`` in a fresh event loop with the store's group-commit writer started."""
+    async def main() -> Any:
+        store.start(asyncio.get_running_loop())
+        try:
+            return await body()
+        finally:
+            store.stop()
+    return asyncio.run(main())
+
+
+def committed_count(url: str, arn: str) -> int:
+    """Rows of ``arn`` as a brand-new connection sees them: only what is committed."""
+    other = Store(url)
+    try:
+        with other.transaction() as tx:
+            row = tx.one(COUNT_OF, a=arn)
+        return int(row[0]) if row else 0
+    finally:
+        other.engine.dispose()
+
+
+# -- migrations -----------------------------------------------------------------
+
+
+def test_migrations_bring_the_schema_to_alembic_head(store: Store) -> None:
+    head = ScriptDirectory.from_config(config(store.url)).get_current_head()
+    with store.engine.connect() as conn:
+        assert MigrationContext.configure(conn).get_current_revision() == head
+        assert set(schema.metadata.tables) <= set(inspect(conn).get_table_names())
+        # The migrations build exactly what schema.py declares: nothing to autogenerate.
+        assert compare_metadata(MigrationContext.configure(conn), schema.metadata) == []
+
+
+def test_migrate_twice_is_a_no_op(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.insert(INSERT_TAG, resource_arn="arn:x", key="k", value="v")
+    store.migrate()
+    with store.transaction() as tx:
+        assert tx.one(TAG_VALUE, a="arn:x", k="k") == ("v",)
+
+
+# -- Tx ------------------------------------------------------------------------
+
+
+def test_tx_insert_one_all_run_with_prepared_statements(store: Store) -> None:
+    with store.transaction() as tx:
+        for key, value in [("a", "1"), ("b", "keep"), ("c", "3"), ("d", "4")]:
+            tx.insert(INSERT_TAG, resource_arn="arn:r", key=key, value=value)
+        tx.insert(INSERT_TAG, resource_arn="arn:other", key="a", value="x")
+
+    with store.transaction() as tx:
+        assert tx.one(TAG_VALUE, a="arn:r", k="c") == ("3",)
+        assert tx.one(TAG_VALUE, a="arn:r", k="missing") is None
+        assert tx.all(TAGS_OF, a="arn:r") == [("a", "1"), ("b", "keep"), ("c", "3"), ("d", "4")]
+        assert tx.all(FIRST_TWO_NOT_KEEP, a="arn:r") == [("a",), ("c",)]
+        assert tx.run(SET_VALUE, a="arn:other", v="y") == 1
+        assert tx.run(DELETE_KEY, a="arn:r", k="d") == 1
+        assert tx.run(DELETE_KEY, a="arn:r", k="d") == 0
+        # An unprepared Core statement runs too (compiled on the spot).
+        assert tx.one(select(tags.c.value).where(tags.c.resource_arn == "arn:other")) == ("y",)
+
+    with store.transaction() as tx:
+        assert tx.all(TAGS_OF, a="arn:r") == [("a", "1"), ("b", "keep"), ("c", "3")]
+
+
+def test_transaction_rolls_back_on_exception(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.insert(INSERT_TAG, resource_arn="arn:rb", key="k", value="v")
+        raise RuntimeError("boom")
+    assert committed_count(store.url, "arn:rb") == 0
+
+
+# -- group commit ----------------------------------------------------------------
+
+
+def _insert(tx: Tx, arn: str, key: str, fail: bool = False) -> str:
+    tx.insert(INSERT_TAG, resource_arn=arn, key=key, value="v")
+    tx.notify("tag", key)
+    if fail:
+        raise ValueError(f"refused {key}")
+    return key
+
+
+async def queued_as_one_group(store: Store, writes: list[Awaitable[Any]]) -> list[asyncio.Future[Any]]:
+    """Queue ``writes`` while the writer is held in a commit of its own: they share the next group."""
+    entered, release = threading.Event(), threading.Event()
+
+    def gate(tx: Tx) -> None:
+        entered.set()
+        assert release.wait(10)
+
+    first = asyncio.ensure_future(store.write(gate))
+    assert await asyncio.to_thread(entered.wait, 10)
+    futures: list[asyncio.Future[Any]] = [asyncio.ensure_future(w) for w in writes]
+    await asyncio.sleep(0.05)  # every write is on the queue
+    release.set()
+    await first
+    return futures
+
+
+def test_many_concurrent_writes_commit_in_one_group(store: Store) -> None:
+    n = 200
+    ran: list[str] = []
+    events: list[tuple[str, str]] = []
+    store.subscribe(events.extend)
+
+    def write(tx: Tx, key: str) -> str:
+        ran.append(key)
+        return _insert(tx, "arn:g", key)
+
+    async def body() -> tuple[list[str], int]:
+        writes = await queued_as_one_group(store, [store.write(write, f"k{i:03d}") for i in range(n)])
+        await asyncio.wait(writes, return_when=asyncio.FIRST_COMPLETED)
+        ran_when_first_answered = len(ran)
+        return list(await asyncio.gather(*writes)), ran_when_first_answered
+
+    results, ran_when_first_answered = run_with_writer(store, body)
+    assert results == [f"k{i:03d}" for i in range(n)]
+    # No write was answered before every write of its group had run: one commit for all.
+    assert ran_when_first_answered == n
+    assert committed_count(store.url, "arn:g") == n
+    assert sorted(k for _, k in events) == results
+
+
+def test_a_failing_write_rolls_back_alone_and_only_its_caller_sees_the_error(store: Store) -> None:
+    events: list[tuple[str, str]] = []
+    store.subscribe(events.extend)
+
+    async def body() -> list[Any]:
+        calls: list[Awaitable[Any]] = []
+        for i in range(30):
+            if i == 10:  # raises in Python after its insert ran
+                calls.append(store.write(_insert, "arn:f", f"k{i:02d}", True))
+            elif i == 20:  # fails in the database: duplicate primary key of k05
+                calls.append(store.write(_insert, "arn:f", "k05"))
+            else:
+                calls.append(store.write(_insert, "arn:f", f"k{i:02d}"))
+        writes = await queued_as_one_group(store, calls)
+        results = list(await asyncio.gather(*writes, return_exceptions=True))
+        # The writer is still healthy after both failures.
+        results.append(await store.write(_insert, "arn:f", "after"))
+        return results
+
+    results = run_with_writer(store, body)
+    assert isinstance(results[10], ValueError) and str(results[10]) == "refused k10"
+    assert isinstance(results[20], Exception) and not isinstance(results[20], ValueError)
+    assert "unique" in str(results[20]).lower() or "duplicate" in str(results[20]).lower()
+    ok = [r for i, r in enumerate(results) if i not in (10, 20)]
+    assert all(isinstance(r, str) for r in ok), ok
+
+    with store.transaction() as tx:
+        keys = [k for k, _ in tx.all(TAGS_OF, a="arn:f")]
+    assert keys == sorted(ok)
+    assert "k10" not in keys
+    # Only committed writes publish their events.
+    assert sorted(k for _, k in events) == sorted(ok)
+
+
+def test_read_sees_committed_writes_and_never_uncommitted_ones(store: Store) -> None:
+    inserted, release = threading.Event(), threading.Event()
+
+    def slow_write(tx: Tx) -> None:
+        _insert(tx, "arn:s", "slow")
+        inserted.set()
+        assert release.wait(10)
+
+    def count(tx: Tx) -> int:
+        row = tx.one(COUNT_OF, a="arn:s")
+        return int(row[0]) if row else 0
+
+    async def body() -> tuple[int, int, int]:
+        await store.write(_insert, "arn:s", "first")
+        after_first = store.read(count)
+        pending = asyncio.ensure_future(store.write(slow_write))
+        assert await asyncio.to_thread(inserted.wait, 10)
+        while_uncommitted = await asyncio.to_thread(store.read, count)
+        release.set()
+        await pending
+        return after_first, while_uncommitted, store.read(count)
+
+    assert run_with_writer(store, body) == (1, 1, 2)
+
+
+def test_read_is_one_snapshot_across_its_statements(store: Store) -> None:
+    """A commit landing between two statements of one read is not seen by the second."""
+    def two_counts(tx: Tx) -> tuple[int, int]:
+        before = tx.one(COUNT_OF, a="arn:snap")
+        with store.transaction() as wtx:  # another connection commits meanwhile
+            wtx.insert(INSERT_TAG, resource_arn="arn:snap", key="new", value="v")
+        after = tx.one(COUNT_OF, a="arn:snap")
+        return int(before[0]), int(after[0])  # type: ignore[index]
+
+    assert store.read(two_counts) == (0, 0)
+    assert store.read(lambda tx: tx.one(COUNT_OF, a="arn:snap")) == (1,)
+
+
+# -- the API on PostgreSQL -------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_server_on_postgresql_serves_clusters(pg: PostgresServer) -> None:
+    db = pg.create_database()
+    server = ServerProcess(database_url=db).start()
+    try:
+        ecs = server.client("ecs")
+        created = ecs.create_cluster(clusterName="on-pg", tags=[{"key": "db", "value": "pg"}])["cluster"]
+        assert created["status"] == "ACTIVE"
+        got = ecs.describe_clusters(clusters=["on-pg"], include=["TAGS"])["clusters"]
+        assert [(c["clusterArn"], c["status"], c["tags"]) for c in got] == \
+            [(created["clusterArn"], "ACTIVE", [{"key": "db", "value": "pg"}])]
+        assert ecs.list_clusters()["clusterArns"] == [created["clusterArn"]]
+        # A restart on the same database (and data directory: its root key) finds it again.
+        server.stop()
+        server.start()
+        assert server.client("ecs").list_clusters()["clusterArns"] == [created["clusterArn"]]
+    finally:
+        server.cleanup()
