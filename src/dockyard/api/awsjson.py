@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from botocore.model import ServiceModel
 
+from dockyard.api.constraints import compile_constraints
 from dockyard.api.errors import (
     AwsError,
     InvalidParameterException,
@@ -42,6 +43,7 @@ class JsonProtocol:
         self.registry = registry
         self.store = store
         self.validator = validator or Validator(model)
+        self.constraints = compile_constraints(model)
 
     def error(self, err: AwsError, request_id: str) -> Response:
         body: dict[str, Any] = {"__type": err.code, "message": err.message}
@@ -79,6 +81,9 @@ class JsonProtocol:
         problem = self.validator.check(name, req)
         if problem is not None:
             raise InvalidParameterException(problem)
+        constrain = self.constraints.get(name)
+        if constrain is not None:
+            constrain(req)
         # AWS timestamps carry milliseconds.
         ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id,
                   round(time.time(), 3))

@@ -9,7 +9,8 @@ decisions, which the property test in tests/unit checks).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from botocore.model import OperationModel, ServiceModel
 from botocore.validate import ParamValidator
@@ -37,7 +38,11 @@ class Validator:
         shape = self._ops[op].input_shape
         if shape is None:
             return None if params == {} else "Unknown parameters in input"
-        report = self._pv.validate(params, shape)
+        try:
+            report = self._pv.validate(params, shape)
+        except (RuntimeError, OverflowError, ValueError) as exc:
+            # dateutil raises on some timestamps (e.g. 1e20) instead of reporting them.
+            return f"Parameter validation failed:\nInvalid timestamp value: {exc}"
         if report.has_errors():
             return report.generate_report()
         return None
