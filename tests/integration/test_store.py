@@ -139,12 +139,16 @@ def _insert(tx: Tx, arn: str, key: str, fail: bool = False) -> str:
 async def queued_as_one_group(store: Store, writes: list[Awaitable[Any]]) -> list[asyncio.Future[Any]]:
     """Queue ``writes`` while the writer is held in a commit of its own: they share the next group."""
     entered, release = threading.Event(), threading.Event()
+    commit = store._commit_now
 
-    def gate(tx: Tx) -> None:
-        entered.set()
-        assert release.wait(10)
+    def gated_commit(conn: Any) -> None:  # the first commit waits until the others are queued
+        if not entered.is_set():
+            entered.set()
+            assert release.wait(10)
+        commit(conn)
 
-    first = asyncio.ensure_future(store.write(gate))
+    store._commit_now = gated_commit  # type: ignore[method-assign]
+    first = asyncio.ensure_future(store.write(lambda tx: None))
     assert await asyncio.to_thread(entered.wait, 10)
     futures: list[asyncio.Future[Any]] = [asyncio.ensure_future(w) for w in writes]
     await asyncio.sleep(0.05)  # every write is on the queue
@@ -212,12 +216,20 @@ def test_a_failing_write_rolls_back_alone_and_only_its_caller_sees_the_error(sto
 
 
 def test_read_sees_committed_writes_and_never_uncommitted_ones(store: Store) -> None:
-    inserted, release = threading.Event(), threading.Event()
+    inserted, release, hold = threading.Event(), threading.Event(), threading.Event()
+    commit = store._commit_now
+
+    def held_commit(conn: Any) -> None:  # the write has run; its commit waits for ``release``
+        if hold.is_set():
+            inserted.set()
+            assert release.wait(10)
+        commit(conn)
+
+    store._commit_now = held_commit  # type: ignore[method-assign]
 
     def slow_write(tx: Tx) -> None:
         _insert(tx, "arn:s", "slow")
-        inserted.set()
-        assert release.wait(10)
+        hold.set()
 
     def count(tx: Tx) -> int:
         row = tx.one(COUNT_OF, a="arn:s")

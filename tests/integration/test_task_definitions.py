@@ -207,7 +207,6 @@ def test_task_cpu_and_memory_are_normalised(ecs, name):
     ([web(mountPoints=[{"sourceVolume": "data", "containerPath": "/d"}])], {}, "Unknown volume 'data'"),
     ([web(volumesFrom=[{"sourceContainer": "ghost"}])], {}, "Container 'ghost' does not exist"),
     ([web()], {"volumes": [{"name": "a"}, {"name": "a"}]}, "Duplicate volume name 'a'"),
-    ([web()], {"placementConstraints": [{"type": "distinctInstance"}]}, "only memberOf"),
     ([web()], {"placementConstraints": [{"type": "memberOf", "expression": "attribute:x == y"}] * 11},
      "at most 10"),
     ([web(memory=4096)], {"memory": "1024"}, "cannot be greater than the task memory"),
@@ -234,6 +233,8 @@ def test_family_name_rules(ecs, family):
     {"requiresCompatibilities": ["LAMBDA"]},
     {"containerDefinitions": [web(portMappings=[{"containerPort": 80, "protocol": "sctp"}])]},
     {"containerDefinitions": [web(logConfiguration={"logDriver": "carrier-pigeon"})]},
+    # The model's enum for a task definition's constraint type is [memberOf] only.
+    {"placementConstraints": [{"type": "distinctInstance"}]},
 ])
 def test_enum_values_are_invalid_parameters(ecs, name, kw):
     containers = kw.pop("containerDefinitions", [web()])

@@ -89,4 +89,4 @@ class JsonProtocol:
                   round(time.time(), 3))
         if op.write:
             return await self.store.write(op.fn, ctx, req)
-        return self.store.read(op.fn, ctx, req)
+        return self.store.read(op.fn, ctx, req, snapshot=op.snapshot)

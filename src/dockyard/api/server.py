@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -10,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import botocore.session
+import uvloop
 
 from dockyard.api.app import App
 from dockyard.api.awsjson import JsonProtocol
+from dockyard.api.compiled_validator import compiled_validators
+from dockyard.api.validation import Validator
 from dockyard.state import keys
 from dockyard.state.store import Store
 
@@ -38,7 +42,10 @@ def build_app(store: Store) -> App:
 
     session = botocore.session.get_session()
     ecs_model = session.get_service_model("ecs")
-    return App(store, [JsonProtocol(ecs_model, ecs, store)])
+    # Accept/reject decided by validators compiled from the model (same decisions as botocore's
+    # ParamValidator, ~10x faster); ParamValidator still words the error on reject.
+    validator = Validator(ecs_model, compiled=compiled_validators(ecs_model))
+    return App(store, [JsonProtocol(ecs_model, ecs, store, validator)])
 
 
 def read_credentials(data_dir: Path) -> tuple[str, str] | None:
@@ -79,6 +86,10 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     keys.ensure_root(store, cfg.data_dir)
     store.start(asyncio.get_running_loop())
     app = build_app(store)
+    # Everything built so far (botocore's models, compiled validators) lives as long as the
+    # process; a full collection walking it stalled requests for tens of ms (p99).
+    gc.collect()
+    gc.freeze()
     server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,8 +108,13 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
 def run(cfg: ServerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # The store's writer thread and the event loop share the GIL; the default 5 ms switch
+    # interval lets one hold the other off for whole milliseconds, which shows in p99.
+    sys.setswitchinterval(0.0005)
     try:
-        asyncio.run(serve(cfg))
+        # uvloop: granian wakes the loop once per request from its own threads, and uvloop's
+        # cross-thread wake-up is much cheaper than the stdlib's self-pipe (measured in bench/).
+        uvloop.run(serve(cfg))
     except KeyboardInterrupt:
         pass
     return 0

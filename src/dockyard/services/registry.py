@@ -23,6 +23,8 @@ class Operation:
     name: str
     fn: Handler
     write: bool
+    # False for reads that are one SQL statement: they are atomic without BEGIN/COMMIT.
+    snapshot: bool = True
 
 
 class Registry:
@@ -30,10 +32,10 @@ class Registry:
         self.service = service
         self.operations: dict[str, Operation] = {}
 
-    def op(self, name: str, *, write: bool) -> Callable[[Handler], Handler]:
+    def op(self, name: str, *, write: bool, snapshot: bool = True) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             if name in self.operations:
                 raise RuntimeError(f"{self.service}.{name} registered twice")
-            self.operations[name] = Operation(name, fn, write)
+            self.operations[name] = Operation(name, fn, write, snapshot)
             return fn
         return deco

@@ -135,6 +135,8 @@ tasks = Table(
     Index("ix_tasks_instance", "container_instance_arn", "desired_status", "arn"),
     Index("ix_tasks_family", "cluster_arn", "family", "desired_status", "arn"),
     Index("ix_tasks_service", "cluster_arn", "service_name", "desired_status", "arn"),
+    # Covers a service's running/pending counts per deployment (DescribeServices) without a sort.
+    Index("ix_tasks_service_counts", "cluster_arn", "service_name", "started_by", "last_status"),
     Index("ix_tasks_started_by", "cluster_arn", "started_by", "desired_status", "arn"),
     Index("ix_tasks_launch_type", "cluster_arn", "launch_type", "desired_status", "arn"),
     Index("ix_tasks_group", "cluster_arn", "group_name", "desired_status"),

@@ -20,6 +20,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _GROUP_MAX = 512
+CHECKPOINT_SECONDS = 0.5
 
 
 class Prepared:
@@ -138,6 +140,12 @@ class Store:
         self._read_lock = threading.Lock()
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
+        self._committer: ThreadPoolExecutor | None = None
+        self._wconn: Any = None
+        self._pending: list[Any] = []
+        self._flushing = False
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: list[Callable[[list[tuple[str, str]]], None]] = []
 
@@ -173,12 +181,18 @@ class Store:
         upgrade(self)
 
     # -- reads ---------------------------------------------------------------
-    def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(tx, *args)`` in one read snapshot on the calling thread."""
+    def read(self, fn: Callable[..., T], *args: Any, snapshot: bool = True) -> T:
+        """Run ``fn(tx, *args)`` in one read snapshot on the calling thread.
+
+        ``snapshot=False`` is for functions that run a single statement, which is atomic
+        on its own (SQLite): it saves the BEGIN/COMMIT round trip on the hottest reads.
+        """
         with self._read_lock:
             if self._read_conn is None:
                 self._read_conn = self.connect()
             conn = self._read_conn
+            if not snapshot and self.is_sqlite:
+                return fn(Tx(conn, self.dialect), *args)
             self._begin(conn, False)
             try:
                 return fn(Tx(conn, self.dialect), *args)
@@ -204,14 +218,46 @@ class Store:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
-        self._writer.start()
+        if self.is_sqlite:
+            # SQLite: write functions run on the event loop inside the open group transaction
+            # and only COMMIT (the fsync, which releases the GIL) goes to a thread. Running them
+            # in a writer thread instead made the two threads trade the GIL on every request.
+            self._wconn = self.connect()
+            # A checkpoint inside a commit (SQLite's default every 1000 WAL pages) stalls that
+            # group for tens of ms; a background thread checkpoints instead, beside the writes.
+            self._wconn.execute("PRAGMA wal_autocheckpoint=0")
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="store-commit")
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="store-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
+        else:
+            # Over a network each statement is a round trip: keep them off the event loop.
+            self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+            self._writer.start()
 
     def stop(self) -> None:
         if self._writer is not None:
             self._q.put(None)
             self._writer.join(timeout=10)
             self._writer = None
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+            self._committer = None
+            self._stopping.set()
+            if self._checkpointer is not None:
+                self._checkpointer.join(timeout=10)
+            self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._wconn.close()
+
+    def _checkpoint_loop(self) -> None:
+        conn = self.connect()
+        while not self._stopping.wait(CHECKPOINT_SECONDS):
+            try:
+                # PASSIVE copies what it can without waiting for readers or the writer.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                log.warning("WAL checkpoint failed", exc_info=True)
+        conn.close()
 
     def subscribe(self, fn: Callable[[list[tuple[str, str]]], None]) -> None:
         """Call ``fn(events)`` on the event loop after each commit that produced events."""
@@ -221,8 +267,66 @@ class Store:
         """Run ``fn(tx, *args)`` in the next group commit; returns once it is durable."""
         assert self._loop is not None, "store.start() was not called"
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._q.put((fn, args, fut))
+        if self._committer is not None:
+            self._pending.append((fn, args, fut))
+            if not self._flushing:
+                self._flushing = True
+                # Writes that arrive in the same loop turn join this group.
+                self._loop.call_soon(lambda: self._loop.create_task(self._flush()))  # type: ignore[union-attr]
+        else:
+            self._q.put((fn, args, fut))
         return await fut
+
+    def _commit_now(self, conn: Any) -> None:
+        conn.execute("COMMIT")
+
+    def _run_group(self, conn: Any, batch: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
+        """BEGIN and run each write in a SAVEPOINT of its own; the transaction is left open."""
+        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        events: list[tuple[str, str]] = []
+        self._begin(conn, True)
+        for fn, args, fut in batch:
+            conn.execute("SAVEPOINT w")
+            tx = Tx(conn, self.dialect)
+            try:
+                value = fn(tx, *args)
+            except BaseException as exc:  # the error is the caller's answer
+                conn.execute("ROLLBACK TO SAVEPOINT w")
+                conn.execute("RELEASE SAVEPOINT w")
+                results.append((fut, False, exc))
+                continue
+            conn.execute("RELEASE SAVEPOINT w")
+            results.append((fut, True, value))
+            events.extend(tx.events)
+        return results, events
+
+    @staticmethod
+    def _failed(conn: Any, batch: list[Any], exc: Exception) -> list[Any]:
+        # The group did not commit: nothing in it is durable, and every caller hears so.
+        log.error("group commit failed: %s", exc)
+        try:
+            conn.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001  (already rolled back by the failure)
+            log.debug("rollback after a failed group", exc_info=True)
+        return [(fut, False, exc) for _, _, fut in batch]
+
+    async def _flush(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        conn = self._wconn
+        try:
+            while self._pending:
+                batch = self._pending[:_GROUP_MAX]
+                del self._pending[:_GROUP_MAX]
+                events: list[tuple[str, str]] = []
+                try:
+                    results, events = self._run_group(conn, batch)
+                    await loop.run_in_executor(self._committer, self._commit_now, conn)
+                except Exception as exc:
+                    results, events = self._failed(conn, batch, exc), []
+                self._deliver(results, events)
+        finally:
+            self._flushing = False
 
     def _write_loop(self) -> None:
         conn = self.connect()
@@ -243,32 +347,11 @@ class Store:
                     stop = True
                     break
                 batch.append(nxt)
-            results: list[tuple[asyncio.Future[Any], bool, Any]] = []
-            events: list[tuple[str, str]] = []
             try:
-                self._begin(conn, True)
-                for fn, args, fut in batch:
-                    conn.execute("SAVEPOINT w")
-                    tx = Tx(conn, self.dialect)
-                    try:
-                        value = fn(tx, *args)
-                    except BaseException as exc:  # the error is the caller's answer
-                        conn.execute("ROLLBACK TO SAVEPOINT w")
-                        conn.execute("RELEASE SAVEPOINT w")
-                        results.append((fut, False, exc))
-                        continue
-                    conn.execute("RELEASE SAVEPOINT w")
-                    results.append((fut, True, value))
-                    events.extend(tx.events)
-                conn.execute("COMMIT")
-            except Exception as exc:  # the commit itself failed: nothing in the group is durable
-                log.exception("group commit failed")
-                try:
-                    conn.execute("ROLLBACK")
-                except Exception:
-                    pass
-                results = [(fut, False, exc) for _, _, fut in batch]
-                events = []
+                results, events = self._run_group(conn, batch)
+                self._commit_now(conn)
+            except Exception as exc:
+                results, events = self._failed(conn, batch, exc), []
             loop.call_soon_threadsafe(self._deliver, results, events)
             if stop:
                 break

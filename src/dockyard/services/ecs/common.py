@@ -142,8 +142,13 @@ _TAG_INS = prepare(insert(tt))
 MAX_TAGS = 50
 
 
+_ASCII_TAG_TEXT = re.compile(r"[A-Za-z0-9 _.:/=+\-@]*")
+
+
 def _tag_text_ok(text: str) -> bool:
     """The model's pattern for tag keys and values: [\\p{L}\\p{Z}\\p{N}_.:/=+\\-@]*."""
+    if _ASCII_TAG_TEXT.fullmatch(text):  # the common case, without a lookup per character
+        return True
     return all(unicodedata.category(ch)[0] in "LZN" or ch in "_.:/=+-@" for ch in text)
 
 

@@ -110,7 +110,8 @@ def revision_arn_for(service_arn: str, deployment_id: str) -> str:
 
 
 def _new_sd_arn(service_arn: str) -> str:
-    sd_id = "".join(secrets.choice(_SD_ID_ALPHABET) for _ in range(21))
+    # One getrandom() for the whole id, not one per character.
+    sd_id = "".join(_SD_ID_ALPHABET[b % len(_SD_ID_ALPHABET)] for b in secrets.token_bytes(21))
     return service_arn.replace(":service/", ":service-deployment/", 1) + "/" + sd_id
 
 

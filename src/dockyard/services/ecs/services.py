@@ -539,7 +539,7 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     c = require_cluster(tx, ctx, req.get("cluster"))
     arn = arns.service(ctx.region, ctx.account_id, c.name, name)
     existing = load(tx, arn)
-    req_hash = _request_hash(c.arn, req)
+    req_hash = _request_hash(c.arn, req) if token is not None else None
     if existing is not None and existing.status != "INACTIVE":
         if token is not None and existing.status == "ACTIVE":
             seen = tx.one(_IDEM_GET, acct=ctx.account_id, r=ctx.region, tok=token)

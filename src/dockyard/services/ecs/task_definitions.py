@@ -240,7 +240,7 @@ def register_task_definition(tx: Tx, ctx: Ctx, req: Doc) -> bytes:
     return b'{"taskDefinition":' + raw + b"}"
 
 
-@ecs.op("DescribeTaskDefinition", write=False)
+@ecs.op("DescribeTaskDefinition", write=False, snapshot=False)
 def describe_task_definition(tx: Tx, ctx: Ctx, req: Doc) -> bytes:
     include = req.get("include")
     if include:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 12:34:30.699867
+Create Date: 2026-11-23 13:22:05.232195
 """
 from alembic import op
 import sqlalchemy as sa
@@ -190,6 +190,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_tasks_instance', ['container_instance_arn', 'desired_status', 'arn'], unique=False)
         batch_op.create_index('ix_tasks_launch_type', ['cluster_arn', 'launch_type', 'desired_status', 'arn'], unique=False)
         batch_op.create_index('ix_tasks_service', ['cluster_arn', 'service_name', 'desired_status', 'arn'], unique=False)
+        batch_op.create_index('ix_tasks_service_counts', ['cluster_arn', 'service_name', 'started_by', 'last_status'], unique=False)
         batch_op.create_index('ix_tasks_started_by', ['cluster_arn', 'started_by', 'desired_status', 'arn'], unique=False)
         batch_op.create_index('ix_tasks_stopped_at', ['stopped_at'], unique=False)
 
@@ -201,6 +202,7 @@ def downgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.drop_index('ix_tasks_stopped_at')
         batch_op.drop_index('ix_tasks_started_by')
+        batch_op.drop_index('ix_tasks_service_counts')
         batch_op.drop_index('ix_tasks_service')
         batch_op.drop_index('ix_tasks_launch_type')
         batch_op.drop_index('ix_tasks_instance')
