@@ -14,7 +14,7 @@ import datetime
 from collections.abc import Callable
 from typing import Any
 
-from botocore.model import Shape, ServiceModel
+from botocore.model import ServiceModel, Shape
 from botocore.utils import parse_timestamp
 
 from dockyard.api.errors import InvalidParameterException
@@ -41,7 +41,7 @@ def _timestamp(value: Any, path: str) -> float:
     except (ValueError, TypeError, RuntimeError, OverflowError):
         raise _fail(path, value, "Member must be a valid timestamp") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp()
 
 

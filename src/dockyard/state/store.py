@@ -290,7 +290,7 @@ class Store:
             tx = Tx(conn, self.dialect)
             try:
                 value = fn(tx, *args)
-            except BaseException as exc:  # the error is the caller's answer
+            except BaseException as exc:  # noqa: BLE001  (the error is the caller's answer)
                 conn.execute("ROLLBACK TO SAVEPOINT w")
                 conn.execute("RELEASE SAVEPOINT w")
                 results.append((fut, False, exc))
@@ -306,7 +306,7 @@ class Store:
         log.error("group commit failed: %s", exc)
         try:
             conn.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001  (already rolled back by the failure)
+        except Exception:
             log.debug("rollback after a failed group", exc_info=True)
         return [(fut, False, exc) for _, _, fut in batch]
 
@@ -322,7 +322,7 @@ class Store:
                 try:
                     results, events = self._run_group(conn, batch)
                     await loop.run_in_executor(self._committer, self._commit_now, conn)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001  (every caller of the group gets it)
                     results, events = self._failed(conn, batch, exc), []
                 self._deliver(results, events)
         finally:
@@ -350,7 +350,7 @@ class Store:
             try:
                 results, events = self._run_group(conn, batch)
                 self._commit_now(conn)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  (every caller of the group gets it)
                 results, events = self._failed(conn, batch, exc), []
             loop.call_soon_threadsafe(self._deliver, results, events)
             if stop:

@@ -20,7 +20,6 @@ from dockyard.services.ecs.common import (
     ClusterRow,
     Doc,
     cluster_arn_for,
-    decode_token,
     dumps,
     encode_token,
     find_cluster,
@@ -30,6 +29,7 @@ from dockyard.services.ecs.common import (
     put_tags,
     remove_tags,
     require_cluster,
+    string_token,
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns
@@ -171,9 +171,7 @@ def describe_clusters(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 @ecs.op("ListClusters", write=False)
 def list_clusters(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     n = max_results(req, 100)
-    after = decode_token(req.get("nextToken")) or ""
-    if not isinstance(after, str):
-        raise InvalidParameterException("Invalid nextToken")
+    after = string_token(req)
     rows = tx.all(_LIST, acct=ctx.account_id, r=ctx.region, after=after, n=n + 1)
     page = [r[0] for r in rows[:n]]
     resp: Doc = {"clusterArns": page}

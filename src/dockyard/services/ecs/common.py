@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import unicodedata
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -104,6 +105,22 @@ def bump_cluster(tx: Tx, cluster_arn: str, **deltas: int) -> None:
             tx.run(_BUMP[col], a=cluster_arn, d=d)
 
 
+def cluster_scoped_arn(ctx: Ctx, cluster: ClusterRow, ref: str, kind: str, id_re: re.Pattern[str],
+                       build: Callable[[str, str, str, str], str]) -> str | None:
+    """The ARN ``ref`` (an ID, or an ARN ``kind/CLUSTER/ID``) names in ``cluster``; None if it cannot."""
+    if arns.is_arn(ref):
+        a = arns.parse(ref)
+        if a is None or a.kind != kind:
+            return None
+        parts = a.resource.split("/")
+        if len(parts) != 2 or parts[0] != cluster.name:
+            return None
+        return ref
+    if not id_re.match(ref):
+        return None
+    return build(ctx.region, ctx.account_id, cluster.name, ref)
+
+
 def cluster_name_from_arn(cluster_arn: str) -> str:
     return cluster_arn.rsplit("/", 1)[-1]
 
@@ -121,6 +138,14 @@ def decode_token(token: str | None) -> Any:
         return orjson.loads(base64.urlsafe_b64decode(token.encode()))
     except (ValueError, orjson.JSONDecodeError):
         raise InvalidParameterException("Invalid nextToken") from None
+
+
+def string_token(req: Doc) -> str:
+    """The position a ``nextToken`` holds for lists paged by a string key ('' for the first page)."""
+    after = decode_token(req.get("nextToken")) or ""
+    if not isinstance(after, str):
+        raise InvalidParameterException("Invalid nextToken")
+    return after
 
 
 def max_results(req: Doc, default: int, hi: int = 100) -> int:

@@ -36,7 +36,7 @@ from dockyard.services.ecs.common import (
     Doc,
     bump_cluster,
     cluster_name_from_arn,
-    decode_token,
+    cluster_scoped_arn,
     dumps,
     encode_token,
     get_tags,
@@ -44,6 +44,7 @@ from dockyard.services.ecs.common import (
     max_results,
     put_tags,
     require_cluster,
+    string_token,
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
@@ -186,17 +187,7 @@ def attribute_map(doc: Doc) -> dict[str, str | None]:
 
 def instance_arn_for(ctx: Ctx, cluster: ClusterRow, ref: str) -> str | None:
     """The ARN an instance reference (ID or ARN) names in ``cluster``; None if it cannot be one."""
-    if arns.is_arn(ref):
-        a = arns.parse(ref)
-        if a is None or a.kind != "container-instance":
-            return None
-        parts = a.resource.split("/")
-        if len(parts) != 2 or parts[0] != cluster.name:
-            return None
-        return ref
-    if not _ID_RE.match(ref):
-        return None
-    return arns.container_instance(ctx.region, ctx.account_id, cluster.name, ref)
+    return cluster_scoped_arn(ctx, cluster, ref, "container-instance", _ID_RE, arns.container_instance)
 
 
 def failure_arn(ctx: Ctx, cluster: ClusterRow, ref: str) -> str:
@@ -591,9 +582,7 @@ def describe_container_instances(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 def list_container_instances(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     cluster = require_cluster(tx, ctx, req.get("cluster"))
     n = max_results(req, 100)
-    after = decode_token(req.get("nextToken")) or ""
-    if not isinstance(after, str):
-        raise InvalidParameterException("Invalid nextToken")
+    after = string_token(req)
     status = req.get("status")
     query = None
     if req.get("filter"):

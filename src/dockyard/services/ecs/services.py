@@ -49,7 +49,6 @@ from dockyard.services.ecs.common import (
     ClusterRow,
     Doc,
     bump_cluster,
-    decode_token,
     dumps,
     encode_token,
     get_tags,
@@ -58,6 +57,7 @@ from dockyard.services.ecs.common import (
     put_tags,
     remove_tags,
     require_cluster,
+    string_token,
     validate_tags,
 )
 from dockyard.services.ecs.registry import ecs
@@ -698,9 +698,7 @@ def describe_services(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 def list_services(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     c = require_cluster(tx, ctx, req.get("cluster"))
     n = max_results(req, 10)
-    after = decode_token(req.get("nextToken")) or ""
-    if not isinstance(after, str):
-        raise InvalidParameterException("Invalid nextToken")
+    after = string_token(req)
     if req.get("resourceManagementType") == "ECS":  # no ECS-managed (Express) services here
         return {"serviceArns": []}
     lt, ss = req.get("launchType"), req.get("schedulingStrategy")
@@ -722,9 +720,7 @@ def list_services_by_namespace(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     """Services whose Service Connect namespace is ``namespace``, as it was given to
     the service (or its cluster's defaults): a name or an ARN, compared as written."""
     n = max_results(req, 10)
-    after = decode_token(req.get("nextToken")) or ""
-    if not isinstance(after, str):
-        raise InvalidParameterException("Invalid nextToken")
+    after = string_token(req)
     prefix = arns.cluster(ctx.region, ctx.account_id, "") + "%"
     rows = tx.all(_BY_NAMESPACE, ns=req["namespace"], after=after, pfx=prefix, n=n + 1)
     page = [r[0] for r in rows[:n]]

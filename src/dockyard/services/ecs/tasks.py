@@ -42,7 +42,7 @@ from dockyard.services.ecs.common import (
     ClusterRow,
     Doc,
     bump_cluster,
-    decode_token,
+    cluster_scoped_arn,
     dumps,
     encode_token,
     get_tags,
@@ -51,6 +51,7 @@ from dockyard.services.ecs.common import (
     put_tags,
     remove_tags,
     require_cluster,
+    string_token,
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
@@ -111,17 +112,7 @@ def get(tx: Tx, arn: str) -> TaskRow | None:
 
 
 def task_arn_for(ctx: Ctx, cluster: ClusterRow, ref: str) -> str | None:
-    if arns.is_arn(ref):
-        a = arns.parse(ref)
-        if a is None or a.kind != "task":
-            return None
-        parts = a.resource.split("/")
-        if len(parts) != 2 or parts[0] != cluster.name:
-            return None
-        return ref
-    if not TASK_ID_RE.match(ref):
-        return None
-    return arns.task(ctx.region, ctx.account_id, cluster.name, ref)
+    return cluster_scoped_arn(ctx, cluster, ref, "task", TASK_ID_RE, arns.task)
 
 
 def find(tx: Tx, ctx: Ctx, cluster: ClusterRow, ref: str) -> TaskRow | None:
@@ -152,7 +143,7 @@ def _contribution(desired: str, last: str) -> tuple[int, int, int, int]:
 
 def _apply_counts(tx: Tx, cluster_arn: str, instance_arn: str | None,
                   before: tuple[int, int, int, int], after: tuple[int, int, int, int]) -> None:
-    d = [a - b for a, b in zip(after, before)]
+    d = [a - b for a, b in zip(after, before, strict=True)]
     bump_cluster(tx, cluster_arn, running_tasks=d[0], pending_tasks=d[1])
     if instance_arn:
         ci.bump_task_counts(tx, instance_arn, running=d[2], pending=d[3])
@@ -761,9 +752,7 @@ def _list_stmt(keys: tuple[str, ...]) -> Prepared:
 def list_tasks(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     cluster = require_cluster(tx, ctx, req.get("cluster"))
     n = max_results(req, 100)
-    after = decode_token(req.get("nextToken")) or ""
-    if not isinstance(after, str):
-        raise InvalidParameterException("Invalid nextToken")
+    after = string_token(req)
     filters: dict[str, str] = {}
     if req.get("startedBy") is not None:
         others = [k for k in ("family", "containerInstance", "serviceName", "launchType", "daemonName")
