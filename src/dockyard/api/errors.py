@@ -26,42 +26,133 @@ class AwsError(Exception):
         self.extra = extra or {}
 
 
-def _kind(code: str, status: int = 400) -> type[AwsError]:
-    return type(code, (AwsError,), {"code": code, "status": status})
-
-
 # ECS modeled exceptions (botocore's ECS model lists them).
-ClientException = _kind("ClientException")
-InvalidParameterException = _kind("InvalidParameterException")
-ClusterNotFoundException = _kind("ClusterNotFoundException")
-ServiceNotFoundException = _kind("ServiceNotFoundException")
-ServiceNotActiveException = _kind("ServiceNotActiveException")
-ClusterContainsServicesException = _kind("ClusterContainsServicesException")
-ClusterContainsTasksException = _kind("ClusterContainsTasksException")
-ClusterContainsContainerInstancesException = _kind("ClusterContainsContainerInstancesException")
-ClusterContainsCapacityProviderException = _kind("ClusterContainsCapacityProviderException")
-LimitExceededException = _kind("LimitExceededException")
-AttributeLimitExceededException = _kind("AttributeLimitExceededException")
-TargetNotFoundException = _kind("TargetNotFoundException")
-ResourceNotFoundException = _kind("ResourceNotFoundException")
-ResourceInUseException = _kind("ResourceInUseException")
-ConflictException = _kind("ConflictException")
-UpdateInProgressException = _kind("UpdateInProgressException")
-PlatformUnknownException = _kind("PlatformUnknownException")
-PlatformTaskDefinitionIncompatibilityException = _kind("PlatformTaskDefinitionIncompatibilityException")
-UnsupportedFeatureException = _kind("UnsupportedFeatureException")
-NamespaceNotFoundException = _kind("NamespaceNotFoundException")
-AccessDeniedException = _kind("AccessDeniedException")
-ServerException = _kind("ServerException", 500)
+
+
+class ClientException(AwsError):
+    code = "ClientException"
+
+
+class InvalidParameterException(AwsError):
+    code = "InvalidParameterException"
+
+
+class ClusterNotFoundException(AwsError):
+    code = "ClusterNotFoundException"
+
+
+class ServiceNotFoundException(AwsError):
+    code = "ServiceNotFoundException"
+
+
+class ServiceNotActiveException(AwsError):
+    code = "ServiceNotActiveException"
+
+
+class ClusterContainsServicesException(AwsError):
+    code = "ClusterContainsServicesException"
+
+
+class ClusterContainsTasksException(AwsError):
+    code = "ClusterContainsTasksException"
+
+
+class ClusterContainsContainerInstancesException(AwsError):
+    code = "ClusterContainsContainerInstancesException"
+
+
+class ClusterContainsCapacityProviderException(AwsError):
+    code = "ClusterContainsCapacityProviderException"
+
+
+class LimitExceededException(AwsError):
+    code = "LimitExceededException"
+
+
+class AttributeLimitExceededException(AwsError):
+    code = "AttributeLimitExceededException"
+
+
+class TargetNotFoundException(AwsError):
+    code = "TargetNotFoundException"
+
+
+class ResourceNotFoundException(AwsError):
+    code = "ResourceNotFoundException"
+
+
+class ResourceInUseException(AwsError):
+    code = "ResourceInUseException"
+
+
+class ConflictException(AwsError):
+    code = "ConflictException"
+
+
+class UpdateInProgressException(AwsError):
+    code = "UpdateInProgressException"
+
+
+class PlatformUnknownException(AwsError):
+    code = "PlatformUnknownException"
+
+
+class PlatformTaskDefinitionIncompatibilityException(AwsError):
+    code = "PlatformTaskDefinitionIncompatibilityException"
+
+
+class UnsupportedFeatureException(AwsError):
+    code = "UnsupportedFeatureException"
+
+
+class NamespaceNotFoundException(AwsError):
+    code = "NamespaceNotFoundException"
+
+
+class AccessDeniedException(AwsError):
+    code = "AccessDeniedException"
+
+
+class ServerException(AwsError):
+    code = "ServerException"
+    status = 500
 
 # Protocol-level errors shared by every AWS JSON service.
-UnknownOperationException = _kind("UnknownOperationException")
-SerializationException = _kind("SerializationException")
-ValidationException = _kind("ValidationException")
-ThrottlingException = _kind("ThrottlingException")
+
+
+class UnknownOperationException(AwsError):
+    code = "UnknownOperationException"
+
+
+class SerializationException(AwsError):
+    code = "SerializationException"
+
+
+class ValidationException(AwsError):
+    code = "ValidationException"
+
+
+class ThrottlingException(AwsError):
+    code = "ThrottlingException"
 
 # SigV4 (the codes AWS answers for authentication failures).
-MissingAuthenticationTokenException = _kind("MissingAuthenticationTokenException", 403)
-IncompleteSignatureException = _kind("IncompleteSignatureException", 400)
-InvalidSignatureException = _kind("InvalidSignatureException", 403)
-UnrecognizedClientException = _kind("UnrecognizedClientException", 400)
+
+
+class MissingAuthenticationTokenException(AwsError):
+    code = "MissingAuthenticationTokenException"
+    status = 403
+
+
+class IncompleteSignatureException(AwsError):
+    code = "IncompleteSignatureException"
+    status = 400
+
+
+class InvalidSignatureException(AwsError):
+    code = "InvalidSignatureException"
+    status = 403
+
+
+class UnrecognizedClientException(AwsError):
+    code = "UnrecognizedClientException"
+    status = 400

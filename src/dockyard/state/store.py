@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,7 +50,7 @@ class Prepared:
         ck = (dialect.name, keys)
         hit = self._cache.get(ck)
         if hit is None:
-            c = self.stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
+            c = cast(SQLCompiler, self.stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None))
             # Literals in the statement (``status == "ACTIVE"``, ``limit(1)``) become binds
             # with values of their own; callers pass only the named bindparams.
             defaults = {name: b.value for name, b in c.binds.items()
@@ -163,6 +164,7 @@ class Store:
             return conn
         raw = self.engine.raw_connection()
         dbapi = raw.driver_connection
+        assert dbapi is not None
         dbapi.autocommit = True
         raw.detach()  # owned by us for the life of the process, not the pool
         return dbapi

@@ -28,7 +28,7 @@ DEFAULT_CLUSTER = "default"
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
 
-def dumps(doc: Doc) -> bytes:
+def dumps(doc: Any) -> bytes:
     return orjson.dumps(doc)
 
 
