@@ -203,9 +203,17 @@ def get_tags(tx: Tx, arn: str) -> list[Doc]:
     return [{"key": k, "value": v} for k, v in tx.all(_TAGS_OF, a=arn)]
 
 
-def put_tags(tx: Tx, arn: str, tags: list[Doc]) -> None:
-    """Add or overwrite tags; the total may not pass the tags_per_resource quota (50)."""
+def put_tags(tx: Tx, arn: str, tags: list[Doc], new: bool = False) -> None:
+    """Add or overwrite tags; the total may not pass the tags_per_resource quota (50).
+
+    ``new=True`` for an ARN that has never existed (a new task, a new revision): nothing can
+    be overwritten and validate_tags already bounded the count, so the tags are only inserted.
+    """
     validate_tags(tags)
+    if new:
+        for t in tags:
+            tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))
+        return
     for t in tags:
         tx.run(_TAG_DEL_ONE, a=arn, k=t["key"])
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))

@@ -235,7 +235,7 @@ def register_task_definition(tx: Tx, ctx: Ctx, req: Doc) -> bytes:
               revision=revision, status="ACTIVE", doc=raw)
     tx.notify("task-definition", arn)
     if tags:
-        put_tags(tx, arn, tags)
+        put_tags(tx, arn, tags, new=True)  # revisions are never reused
         return b'{"taskDefinition":' + raw + b',"tags":' + dumps(tags) + b"}"
     return b'{"taskDefinition":' + raw + b"}"
 

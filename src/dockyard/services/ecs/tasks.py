@@ -483,7 +483,7 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
               created_at=ctx.now, stopped_at=None, held=held, doc=dumps(doc))
     _apply_counts(tx, cluster.arn, inst.arn, (0, 0, 0, 0), _contribution("RUNNING", last))
     if spec.tags:
-        put_tags(tx, arn, spec.tags)
+        put_tags(tx, arn, spec.tags, new=True)  # a fresh random task id
     for t in spec.managed_tags:
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t["value"])
     tx.notify("task", arn)
