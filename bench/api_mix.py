@@ -242,10 +242,7 @@ def analyse(configs: list[Config], available: list[str]) -> dict[str, Any]:
             p99 = pair(by, f"dockyard-big:{w}", f"dockyard:{w}", "p99_ms")
             rps = pair(by, f"dockyard-big:{w}", f"dockyard:{w}")
             big.append({"workload": w, "p50": p50, "p99": p99, "rps": rps})
-    variants = [p for a, b in (("dockyard-uvloop:DescribeTaskDefinition", "dockyard:DescribeTaskDefinition"),
-                               ("dockyard-uvloop:RegisterTaskDefinition", "dockyard:RegisterTaskDefinition"),
-                               ("hello-uvloop:DescribeTaskDefinition", "hello:DescribeTaskDefinition"),
-                               ("hello-same-size:DescribeTaskDefinition", "hello:DescribeTaskDefinition"),
+    variants = [p for a, b in (("hello-same-size:DescribeTaskDefinition", "hello:DescribeTaskDefinition"),
                                ("dockyard:DescribeTaskDefinition", "hello-same-size:DescribeTaskDefinition"))
                 if (p := pair(by, a, b))]
     dy_rows = [r for r in rows if r["system"] in ("dockyard", "dockyard-big")]
@@ -421,9 +418,6 @@ class Bench:
         if not self.a.no_big:
             self._start(DockyardTarget("dockyard-big", w / "dockyard-big"))
         self._start(HelloTarget("hello", w))
-        if self.a.variants:
-            self._start(DockyardTarget("dockyard-uvloop", w / "dockyard-uvloop", ["--uvloop"]))
-            self._start(HelloTarget("hello-uvloop", w, ["--loop", "uvloop"]))
         if not self.a.no_moto:
             self._start(MotoTarget("moto", w))
             self._start(MotoTarget("moto-w", w))
@@ -433,8 +427,6 @@ class Bench:
         t = self.t
         self.fx["dockyard"] = setup_dockyard(t["dockyard"], 1, calls.SETUP_TASKS)        # type: ignore[arg-type]
         self.fx["dockyard-w"] = setup_dockyard(t["dockyard-w"], 4, calls.SETUP_TASKS)    # type: ignore[arg-type]
-        if "dockyard-uvloop" in t:
-            self.fx["dockyard-uvloop"] = setup_dockyard(t["dockyard-uvloop"], 1, 0)   # type: ignore[arg-type]
         if "dockyard-big" in t:
             self.fx["dockyard-big"] = setup_dockyard(t["dockyard-big"], 2, calls.SETUP_TASKS)  # type: ignore[arg-type]
             self.big_info = preload(t["dockyard-big"], self.big_services, self.big_tasks)  # type: ignore[arg-type]
@@ -458,7 +450,7 @@ class Bench:
         t = self.t
         self.factories = {x.label: RequestFactory(x) for x in self.started if x.kind != "hello"}
         # the hello apps get the very requests (bytes) Dockyard gets
-        for label in ("hello", "hello-uvloop", "hello-same-size"):
+        for label in ("hello", "hello-same-size"):
             self.factories[label] = self.factories["dockyard"]
         av = self.available
         mixes = {"reads": [o for o in READS if o in av], "writes": [o for o in WRITES if o in av], "mix": av}
@@ -469,11 +461,7 @@ class Bench:
             self.configs.append(Config(system, workload, cycle, t[label]))
 
         add("hello", "DescribeTaskDefinition", ["DescribeTaskDefinition"], "hello")
-        add("hello-uvloop", "DescribeTaskDefinition", ["DescribeTaskDefinition"], "hello-uvloop")
         add("hello-same-size", "DescribeTaskDefinition", ["DescribeTaskDefinition"], "hello-same-size")
-        for op in ("DescribeTaskDefinition", "RegisterTaskDefinition"):
-            if op in av:
-                add("dockyard-uvloop", op, [op], "dockyard-uvloop")
         for system, reads, writes in (("dockyard", "dockyard", "dockyard-w"), ("moto", "moto", "moto-w")):
             for op in av:
                 add(system, op, [op], writes if OPS[op].write else reads)
@@ -578,8 +566,8 @@ def main() -> int:
     ap.add_argument("--no-moto", action="store_true", help="skip moto (no ratios)")
     ap.add_argument("--no-big", action="store_true", help="skip the big-store variant")
     ap.add_argument("--variants", action="store_true",
-                    help="also measure Dockyard and hello on uvloop (bench/lib/server_variant.py), "
-                         "a candidate optimisation, on DescribeTaskDefinition and RegisterTaskDefinition")
+                    help="also measure a hello app answering a body as large as Dockyard's "
+                         "DescribeTaskDefinition answer (a control for response size)")
     ap.add_argument("--keep", action="store_true", help="keep the servers' data directories")
     ap.add_argument("--out", help="JSON result path (default bench/results/api_mix-<time>.json)")
     ap.add_argument("--report", metavar="JSON", help="print the report of a saved result and exit")

@@ -148,6 +148,14 @@ def string_token(req: Doc) -> str:
     return after
 
 
+def require_items(items: list[Any], what: str, limit: int) -> None:
+    """The guard list parameters share: ``<what> cannot be empty.`` / ``cannot have more than N``."""
+    if not items:
+        raise InvalidParameterException(f"{what} cannot be empty.")
+    if len(items) > limit:
+        raise InvalidParameterException(f"{what} cannot have more than {limit} elements.")
+
+
 def max_results(req: Doc, default: int, hi: int = 100) -> int:
     n = req.get("maxResults")
     if n is None:

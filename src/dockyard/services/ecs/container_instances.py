@@ -44,6 +44,7 @@ from dockyard.services.ecs.common import (
     max_results,
     put_tags,
     require_cluster,
+    require_items,
     string_token,
 )
 from dockyard.services.ecs.registry import ecs
@@ -556,10 +557,7 @@ def deregister_container_instance(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 def describe_container_instances(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     cluster = require_cluster(tx, ctx, req.get("cluster"), active=False)
     refs = req["containerInstances"]
-    if not refs:
-        raise InvalidParameterException("containerInstances cannot be empty.")
-    if len(refs) > 100:
-        raise InvalidParameterException("containerInstances cannot have more than 100 elements.")
+    require_items(refs, "containerInstances", 100)
     include = set(req.get("include") or [])
     if include - _INCLUDE:
         raise InvalidParameterException("Invalid include value.")
@@ -631,10 +629,7 @@ def update_container_instances_state(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     if status not in ("ACTIVE", "DRAINING"):
         raise InvalidParameterException("Container instance status must be ACTIVE or DRAINING.")
     refs = req["containerInstances"]
-    if not refs:
-        raise InvalidParameterException("containerInstances cannot be empty.")
-    if len(refs) > 10:
-        raise InvalidParameterException("containerInstances cannot have more than 10 elements.")
+    require_items(refs, "containerInstances", 10)
     out: list[Doc] = []
     failures: list[Doc] = []
     for ref in refs:

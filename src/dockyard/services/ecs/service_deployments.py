@@ -44,6 +44,7 @@ from dockyard.services.ecs.common import (
     loads,
     max_results,
     require_cluster,
+    require_items,
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns
@@ -287,10 +288,7 @@ def _render_sd(tx: Tx, status: str, doc: Doc, dep_id: str) -> Doc:
 @ecs.op("DescribeServiceDeployments", write=False)
 def describe_service_deployments(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     refs = req["serviceDeploymentArns"]
-    if not refs:
-        raise InvalidParameterException("serviceDeploymentArns cannot be empty.")
-    if len(refs) > 20:
-        raise InvalidParameterException("serviceDeploymentArns cannot have more than 20 elements.")
+    require_items(refs, "serviceDeploymentArns", 20)
     out: list[Doc] = []
     failures: list[Doc] = []
     for ref in refs:
@@ -305,10 +303,7 @@ def describe_service_deployments(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 @ecs.op("DescribeServiceRevisions", write=False)
 def describe_service_revisions(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     refs = req["serviceRevisionArns"]
-    if not refs:
-        raise InvalidParameterException("serviceRevisionArns cannot be empty.")
-    if len(refs) > 20:
-        raise InvalidParameterException("serviceRevisionArns cannot have more than 20 elements.")
+    require_items(refs, "serviceRevisionArns", 20)
     out: list[Doc] = []
     failures: list[Doc] = []
     for ref in refs:

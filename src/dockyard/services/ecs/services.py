@@ -57,6 +57,7 @@ from dockyard.services.ecs.common import (
     put_tags,
     remove_tags,
     require_cluster,
+    require_items,
     string_token,
     validate_tags,
 )
@@ -676,10 +677,7 @@ def delete_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 @ecs.op("DescribeServices", write=False)
 def describe_services(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     refs = req["services"]
-    if not refs:
-        raise InvalidParameterException("Services cannot be empty.")
-    if len(refs) > 10:
-        raise InvalidParameterException("Services cannot have more than 10 elements.")
+    require_items(refs, "Services", 10)
     c = require_cluster(tx, ctx, req.get("cluster"))
     tags = "TAGS" in (req.get("include") or [])
     out: list[Doc] = []

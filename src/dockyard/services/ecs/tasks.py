@@ -51,6 +51,7 @@ from dockyard.services.ecs.common import (
     put_tags,
     remove_tags,
     require_cluster,
+    require_items,
     string_token,
 )
 from dockyard.services.ecs.registry import ecs
@@ -709,10 +710,7 @@ def stop_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 def describe_tasks(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     cluster = require_cluster(tx, ctx, req.get("cluster"), active=False)
     refs = req["tasks"]
-    if not refs:
-        raise InvalidParameterException("Tasks cannot be empty.")
-    if len(refs) > MAX_DESCRIBE:
-        raise InvalidParameterException(f"Tasks cannot have more than {MAX_DESCRIBE} elements.")
+    require_items(refs, "Tasks", MAX_DESCRIBE)
     include = set(req.get("include") or [])
     if include - {"TAGS"}:
         raise InvalidParameterException("Invalid include value.")
