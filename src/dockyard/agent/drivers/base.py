@@ -122,6 +122,10 @@ class Driver(Protocol):
 
     async def remove_volume(self, name: str) -> None: ...
 
+    async def volume_present(self, name: str) -> bool:
+        """Whether a named volume exists (a shared volume without autoprovision must)."""
+        ...
+
     def events(self) -> AsyncIterator[ContainerEvent]:
         """Events of containers carrying the agent's labels, from now on, until close()."""
         ...
