@@ -267,7 +267,7 @@ def register_dockyard_instances(fx: Fixtures, data_dir: Any, count: int) -> list
     return arns
 
 
-def register_moto_instances(fx: Fixtures, endpoint: str, count: int) -> int:
+def register_moto_instances(fx: Fixtures, endpoint: str, count: int, cluster: str = CLUSTER) -> int:
     """moto needs a (moto) EC2 instance per container instance; its instances have fixed resources
     (4096 CPU, 7482 MiB: 935 RunTask 'runner' tasks each)."""
     import boto3
@@ -284,7 +284,7 @@ def register_moto_instances(fx: Fixtures, endpoint: str, count: int) -> int:
         res = ec2.run_instances(ImageId=image, MinCount=n, MaxCount=n, InstanceType="m5.large")
         for inst in res["Instances"]:
             fx._try("RegisterContainerInstance", partial(
-                fx.c.register_container_instance, cluster=CLUSTER,
+                fx.c.register_container_instance, cluster=cluster,
                 instanceIdentityDocument=identity_document(inst["InstanceId"]),
                 instanceIdentityDocumentSignature="bench",
                 totalResources=big_resources(4096, 7482)))

@@ -8,12 +8,21 @@ Connection
 ``GET /ws/agent?containerInstance=<arn>&<SigV4 presigned query>`` on the server's
 API port. The query is presigned with the agent's own access key for service
 ``ecs`` (method GET, path ``/ws/agent``), as the ECS agent presigns its ACS
-URL. The server refuses (HTTP 403 before the upgrade, or close code 1008 after)
-a bad signature, an instance the key's account does not own, or an INACTIVE
-instance. While the socket is open the instance's ``agentConnected`` is true;
-it turns false when the socket closes or when nothing arrives for
-``3 * HEARTBEAT_SECONDS``. A second connection for the same instance replaces
-the first (the older one is closed with 4000).
+URL; the client sends the query exactly as signed (percent-encoded, not
+re-encoded). The server refuses with HTTP 403 before the upgrade a bad signature, an
+instance the key's account (and region) does not own, or an unknown or INACTIVE
+instance; an instance deregistered while connected is closed with 1008. While
+the socket is open the instance's ``agentConnected`` is true; it turns false
+when the socket closes or when nothing arrives for ``3 * HEARTBEAT_SECONDS``. A
+second connection for the same instance replaces the first (the older one is
+closed with 4000).
+
+Close codes travel in a ``close`` frame (below) sent just before the server
+closes the socket: the server's websocket layer (granian's RSGI) sends a bare
+close frame after the upgrade, without a code.
+
+``HEARTBEAT_SECONDS`` can be changed for tests with the environment variable
+``DOCKYARD_AGENT_HEARTBEAT_SECONDS``, read by both ends (``heartbeat_seconds()``).
 
 Frames are JSON text (orjson). Every frame is an object with ``type``.
 
@@ -26,7 +35,7 @@ Agent -> server
   ``tasks`` is everything the agent has on the host for this instance (adopted
   from container labels after a restart) whose final state the server has not
   acknowledged yet. The server applies them like a ``state`` frame, then
-  answers with a full ``tasks`` frame (below).
+  answers with a full ``tasks`` frame (below), which also acknowledges them.
 
 ``state``   task state changes, level-triggered (each entry is the task's whole
   current state, so resending is harmless)::
@@ -58,6 +67,11 @@ Server -> agent
 ``ack``     ``{"type": "ack", "seq": N}`` for an agent ``state`` frame.
 
 ``heartbeat`` ``{"type": "heartbeat"}`` in answer to one.
+
+``close``   ``{"type": "close", "code": 4000, "reason": "..."}`` just before the server
+  closes the socket: 4000 replaced by a newer connection, 1008 policy (the
+  instance was deregistered), 1001 the server is shutting down. The agent
+  reconnects with backoff (for 4000 and 1008 without resetting it).
 
 TaskState (agent -> server)
 ---------------------------
@@ -96,13 +110,29 @@ TaskPayload (server -> agent)
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, NotRequired, TypedDict
 
 PATH = "/ws/agent"
 HEARTBEAT_SECONDS = 10.0
-# Close codes: 1008 policy (auth), 4000 replaced by a newer connection.
+HEARTBEAT_ENV = "DOCKYARD_AGENT_HEARTBEAT_SECONDS"
+# Close codes (sent in a ``close`` frame): 1001 server going away, 1008 policy, 4000 replaced.
+CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_REPLACED = 4000
+
+
+def heartbeat_seconds() -> float:
+    """HEARTBEAT_SECONDS, or DOCKYARD_AGENT_HEARTBEAT_SECONDS when set (tests shorten it)."""
+    value = os.environ.get(HEARTBEAT_ENV)
+    if value:
+        try:
+            seconds = float(value)
+        except ValueError:
+            return HEARTBEAT_SECONDS
+        if seconds > 0:
+            return seconds
+    return HEARTBEAT_SECONDS
 
 Status = Literal["PENDING", "RUNNING", "STOPPING", "STOPPED"]
 Health = Literal["HEALTHY", "UNHEALTHY", "UNKNOWN"]

@@ -1,14 +1,15 @@
 """The RSGI application: one HTTP port for every protocol Dockyard speaks.
 
 Routing is by request shape, as AWS endpoints are: a POST with
-``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix.
-(``/v2/`` for the registry and ``/ws`` for the agent channel come later.)
+``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix; a websocket
+upgrade goes to the agent channel (``api/agent_channel.py``), when the server has
+one. (``/v2/`` for the registry comes later.)
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -18,6 +19,9 @@ from dockyard.api.sigv4 import Credential, SigV4Verifier
 from dockyard.state import keys
 from dockyard.state.ids import RequestIds
 from dockyard.state.store import Store
+
+if TYPE_CHECKING:
+    from dockyard.api.agent_channel import AgentHub
 
 # How long a looked-up access key is trusted before the store is asked again,
 # so `dockyard keys delete` takes effect within this many seconds.
@@ -47,15 +51,21 @@ class App:
         self.by_prefix = {p.target_prefix: p for p in protocols}
         self.verifier = SigV4Verifier(KeyCache(store).lookup)
         self.request_ids = RequestIds()
+        # The agent channel's websocket handler (set by the server; None: websockets refused).
+        self.agents: AgentHub | None = None
 
     async def __call__(self, scope: Any, proto: Any) -> None:
-        if scope.proto != "http":
-            proto.close(1008)
+        if scope.proto == "http":
+            body = await proto()
+            status, headers, out = await self.http(scope.method, scope.path, scope.query_string,
+                                                   scope.headers, body)
+            proto.response_bytes(status, headers, out)
             return
-        body = await proto()
-        status, headers, out = await self.http(scope.method, scope.path, scope.query_string,
-                                               scope.headers, body)
-        proto.response_bytes(status, headers, out)
+        if scope.proto == "ws" and self.agents is not None:
+            await self.agents.handle(scope, proto)
+            return
+        # Before accept() granian answers close(status) as an HTTP response: an HTTP status only.
+        proto.close(404)
 
     async def http(self, method: str, path: str, query: str, headers: Any,
                    body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:

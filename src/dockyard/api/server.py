@@ -1,4 +1,4 @@
-"""``dockyard server``: the store, the API and (later) the controllers in one event loop."""
+"""``dockyard server``: the store, the API, the agent channel and (later) the controllers in one event loop."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import botocore.session
 import uvloop
 
+from dockyard.api.agent_channel import AgentHub
 from dockyard.api.app import App
 from dockyard.api.awsjson import JsonProtocol
 from dockyard.api.compiled_validator import compiled_validators
@@ -23,6 +24,11 @@ from dockyard.state.store import Store
 log = logging.getLogger("dockyard.server")
 
 DEFAULT_PORT = 7480
+# granian serves at most ``backpressure`` connections at once (default backlog/workers = 128 in
+# embedded mode), and an open websocket or an idle keep-alive connection holds its place: every
+# connected agent holds one for good, so the default would stall the API at ~128 agents.
+MAX_CONNECTIONS = 16384
+LISTEN_BACKLOG = 1024
 
 
 @dataclass
@@ -76,7 +82,9 @@ def banner(cfg: ServerConfig) -> str:
     return "\n".join(lines)
 
 
-async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
+async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
+                quiet: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM, or, when ``stop`` is given, until it is set (no signal handlers then)."""
     from granian.constants import Interfaces
     from granian.server.embed import Server
 
@@ -84,22 +92,44 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None) -> None:
     store = Store(cfg.url)
     store.migrate()
     keys.ensure_root(store, cfg.data_dir)
+    # No agent is connected to a process that has just started.
+    AgentHub.reset(store)
     store.start(asyncio.get_running_loop())
     app = build_app(store)
+    agents = AgentHub(store, app.verifier)
+    app.agents = agents
+    agents.attach(store)
     # Everything built so far (botocore's models, compiled validators) lives as long as the
     # process; a full collection walking it stalled requests for tens of ms (p99).
     gc.collect()
     gc.freeze()
-    server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False)
+    server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False,
+                    backlog=LISTEN_BACKLOG, backpressure=MAX_CONNECTIONS)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stop)
-    print(banner(cfg), flush=True)
+
+    def shutdown() -> None:
+        agents.shutdown()
+        server.stop()
+
+    waiter: asyncio.Task[None] | None = None
+    if stop is None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, shutdown)
+    else:
+        async def wait_stop() -> None:
+            await stop.wait()
+            shutdown()
+
+        waiter = loop.create_task(wait_stop())
+    if not quiet:
+        print(banner(cfg), flush=True)
     if ready is not None:
         ready.set()
     try:
         await server.serve()
     finally:
+        if waiter is not None:
+            waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.
         store.stop()
         log.info("stopped")

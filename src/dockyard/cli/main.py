@@ -70,6 +70,64 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_agent(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvloop
+
+    from dockyard.agent.main import AgentConfig, AgentError, run_agent
+
+    data_dir = Path(args.data_dir).expanduser().resolve() if args.data_dir else Path.home() / ".dockyard" / "agent"
+    cfg = AgentConfig(server=args.server, cluster=args.cluster, data_dir=data_dir, region=args.region,
+                      availability_zone=args.availability_zone, reserved_memory=args.reserved_memory,
+                      driver=args.driver, bind_ip=args.bind_ip, pull_behavior=args.pull_behavior,
+                      stop_timeout=args.stop_timeout,
+                      credentials_file=Path(args.credentials_file).expanduser() if args.credentials_file else None,
+                      profile=args.profile)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        uvloop.run(run_agent(cfg))
+    except AgentError as e:
+        print(f"dockyard agent: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _add_agent_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    a = sub.add_parser(
+        "agent", help="run tasks on this host: register it as a container instance of a cluster",
+        description="Register this host as a container instance of CLUSTER on the Dockyard server at URL and "
+                    "run the tasks placed on it, until SIGINT/SIGTERM (task containers keep running and are "
+                    "adopted by the next start). Credentials: the agent's own access key (`dockyard keys "
+                    "create --user agent` on the server) from --credentials-file, else AWS_ACCESS_KEY_ID / "
+                    "AWS_SECRET_ACCESS_KEY, else the AWS shared-credentials file (~/.aws/credentials).")
+    a.add_argument("--server", required=True, metavar="URL", help="the Dockyard server, e.g. http://127.0.0.1:7480")
+    a.add_argument("--cluster", default="default",
+                   help="cluster to join (default: default, which is created if it does not exist)")
+    a.add_argument("--data-dir", help="where the agent keeps its instance ARN and task directories "
+                   "(default: ~/.dockyard/agent)")
+    a.add_argument("--region", default=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+                   or "us-east-1", help="region to sign for (default: $AWS_REGION, $AWS_DEFAULT_REGION or us-east-1)")
+    a.add_argument("--availability-zone", help="the instance's ecs.availability-zone attribute "
+                   "(default: the region + 'a')")
+    a.add_argument("--reserved-memory", type=int, default=0, metavar="MIB",
+                   help="MiB of the host's memory not offered to tasks (default: 0)")
+    a.add_argument("--driver", choices=["docker", "fake"], default="docker",
+                   help="container runtime: the local Docker engine, or an in-process fake (default: docker)")
+    a.add_argument("--bind-ip", default="0.0.0.0",
+                   help="host address published container ports bind to (default: 0.0.0.0)")
+    a.add_argument("--pull-behavior", choices=["default", "always", "once", "prefer-cached"], default="default",
+                   help="when images are pulled, as ECS_IMAGE_PULL_BEHAVIOR (default: default)")
+    a.add_argument("--stop-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between a container's stop signal and SIGKILL when a task stops (default: 30)")
+    a.add_argument("--credentials-file", help="AWS shared-credentials file holding the agent's key")
+    a.add_argument("--profile", help="profile to read from the credentials file (default: $AWS_PROFILE or default)")
+    a.set_defaults(fn=cmd_agent)
+
+
 def parser() -> argparse.ArgumentParser:
     from dockyard.api.server import DEFAULT_PORT
 
@@ -94,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     kd = ks.add_parser("delete", help="delete an access key")
     kd.add_argument("access_key_id")
     k.set_defaults(fn=cmd_keys)
+
+    _add_agent_parser(sub)
     return p
 
 

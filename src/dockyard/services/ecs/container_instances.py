@@ -97,6 +97,38 @@ class InstanceRow:
     def used_ports(self) -> dict[str, list[int]]:
         return orjson.loads(self.used_ports_raw)  # type: ignore[no-any-return]
 
+    def static(self) -> StaticFacts:
+        """The parts of the document placement reads, parsed once per document version (read-only)."""
+        hit = _STATIC.get(self.arn)
+        if hit is not None and hit[0] == self.doc_raw:
+            return hit[1]
+        doc = loads(self.doc_raw)
+        _, _, tcp, udp = registered(doc)
+        facts = StaticFacts(attribute_map(doc), (doc.get("versionInfo") or {}).get("agentVersion"),
+                            frozenset(tcp), frozenset(udp))
+        if len(_STATIC) > 100_000:
+            _STATIC.clear()
+        _STATIC[self.arn] = (self.doc_raw, facts)
+        return facts
+
+
+class StaticFacts:
+    """Attributes, agent version and reserved ports of an instance: they change only with its document."""
+
+    __slots__ = ("agent_version", "attributes", "reserved_tcp", "reserved_udp")
+
+    def __init__(self, attributes: dict[str, str | None], agent_version: str | None,
+                 reserved_tcp: frozenset[int], reserved_udp: frozenset[int]) -> None:
+        self.attributes = attributes
+        self.agent_version = agent_version
+        self.reserved_tcp = reserved_tcp
+        self.reserved_udp = reserved_udp
+
+
+# Parsed documents by instance ARN, checked against the stored bytes on every use: RunTask
+# reads every candidate's document, and parsing them all was most of its cost.
+_STATIC: dict[str, tuple[bytes, StaticFacts]] = {}
+
 
 _INSERT = prepare(insert(cit))
 _BY_ARN = prepare(select(*_COLS).where(cit.c.arn == bindparam("a")))
@@ -376,10 +408,11 @@ def render(tx: Tx, row: InstanceRow, include: set[str] | frozenset[str] = frozen
 
 def facts(row: InstanceRow, task_groups: frozenset[str] = frozenset()) -> InstanceFacts:
     """What the cluster query language sees of an instance."""
+    static = row.static()
     return InstanceFacts(
         agent_connected=row.agent_connected,
-        agent_version=(row.doc.get("versionInfo") or {}).get("agentVersion"),
-        attributes=attribute_map(row.doc),
+        agent_version=static.agent_version,
+        attributes=static.attributes,
         ec2_instance_id=row.ec2_instance_id,
         registered_at=row.registered_at,
         running_tasks_count=row.running_tasks,

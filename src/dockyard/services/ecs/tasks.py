@@ -408,7 +408,7 @@ def compile_rules(constraints: list[Doc], strategies: list[Doc], td: Doc | None 
 # -- launching -------------------------------------------------------------------------------------
 
 def _is_external(row: ci.InstanceRow) -> bool:
-    return "ecs.capability.external" in ci.attribute_map(row.doc)
+    return "ecs.capability.external" in row.static().attributes
 
 
 @dataclass
@@ -455,7 +455,7 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
         if c["healthCheck"]:
             cd["healthStatus"] = "UNKNOWN"
         containers.append(cd)
-    attrs = ci.attribute_map(inst.doc)
+    attrs = inst.static().attributes
     last = "PROVISIONING" if n.network_mode == "awsvpc" else "PENDING"
     doc: Doc = {
         "attachments": [], "attributes": [], "clusterArn": cluster.arn, "containerInstanceArn": inst.arn,

@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""RunTask -> RUNNING (seen through DescribeTasks) vs a bare `docker run -d`, in the same run.
+
+    .venv/bin/python bench/launch.py               # 15 rounds
+    .venv/bin/python bench/launch.py --rounds 5 --pull-behavior prefer-cached
+
+A real `dockyard server` and a real `dockyard agent` (Docker driver) run as separate
+processes, as they would on a host. Each round, in alternating order:
+
+* bare:     wall time of `docker run -d IMAGE sleep 3600` (the CLI returns once the
+            container is started), then `docker rm -f`;
+* dockyard: RunTask of a task definition with the same image and command, then
+            DescribeTasks as fast as one client can ask until lastStatus is RUNNING;
+            the time from sending RunTask to the first RUNNING answer. Then the
+            container is removed (`docker rm -f`), which the agent reports as an
+            essential exit.
+
+The image is the locally built FROM-scratch busybox under 127.0.0.1:5999 (nothing
+listens there, so the default pull behaviour's registry check fails fast on loopback,
+as it would for an image only in the local cache). Prints min / median / p90 of each and
+the ratio of medians; the issue's target is <= 1.3x. A benchmark prints; it does not assert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.helpers.images import busybox_image  # noqa: E402
+from tests.helpers.server import ServerProcess  # noqa: E402
+
+TARGET = 1.3
+LABEL = "io.dockyard.bench=launch"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def create_agent_key(server: ServerProcess) -> tuple[str, str]:
+    out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "keys", "--data-dir", str(server.data_dir),
+                          "create", "--user", "bench-agent"], check=True, capture_output=True, text=True).stdout
+    kv = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
+    return kv["AWS_ACCESS_KEY_ID"], kv["AWS_SECRET_ACCESS_KEY"]
+
+
+def start_agent(server: ServerProcess, data_dir: Path, cluster: str, pull: str) -> subprocess.Popen[bytes]:
+    key, secret = create_agent_key(server)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
+    log_file = open(data_dir / "agent.log", "ab")  # noqa: SIM115  (the child keeps it)
+    return subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "agent", "--server", server.endpoint,
+                             "--cluster", cluster, "--data-dir", str(data_dir / "agent"), "--driver", "docker",
+                             "--bind-ip", "127.0.0.1", "--pull-behavior", pull],
+                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_connected(ecs: Any, cluster: str, timeout: float = 30.0) -> str:
+    """The ARN of the cluster's one container instance, once its agent is connected."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        arns = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
+        if arns:
+            d = ecs.describe_container_instances(cluster=cluster, containerInstances=arns)
+            if all(ci["agentConnected"] for ci in d["containerInstances"]):
+                return str(arns[0])
+        time.sleep(0.1)
+    raise RuntimeError("the agent did not connect")
+
+
+def bare_run(image: str) -> float:
+    t0 = time.perf_counter()
+    cid = subprocess.run(["docker", "run", "-d", "--label", LABEL, image, "sleep", "3600"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    dt = time.perf_counter() - t0
+    subprocess.run(["docker", "rm", "-f", cid], check=True, capture_output=True)
+    return dt
+
+
+def dockyard_run(ecs: Any, cluster: str, td: str) -> float:
+    t0 = time.perf_counter()
+    resp = ecs.run_task(cluster=cluster, taskDefinition=td, count=1)
+    if not resp["tasks"]:
+        raise RuntimeError(f"RunTask placed nothing: {resp['failures']}")
+    arn = resp["tasks"][0]["taskArn"]
+    deadline = t0 + 30
+    while True:
+        task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        if task["lastStatus"] == "RUNNING":
+            dt = time.perf_counter() - t0
+            break
+        if task["lastStatus"] == "STOPPED" or time.perf_counter() > deadline:
+            raise RuntimeError(f"task did not reach RUNNING: {task.get('stoppedReason')}")
+    runtime_id = task["containers"][0].get("runtimeId")
+    if runtime_id:
+        subprocess.run(["docker", "rm", "-f", runtime_id], check=True, capture_output=True)
+    return dt
+
+
+def summary(xs: list[float]) -> dict[str, float]:
+    s = sorted(xs)
+    return {"min_ms": s[0] * 1e3, "median_ms": statistics.median(s) * 1e3,
+            "p90_ms": s[min(len(s) - 1, int(0.9 * len(s)))] * 1e3}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--pull-behavior", default="default",
+                    choices=["default", "always", "once", "prefer-cached"])
+    args = ap.parse_args()
+
+    image = busybox_image()
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-launch-"))
+    server = ServerProcess(data_dir=tmp / "server").start()
+    agent = None
+    instance = ""
+    try:
+        ecs = server.client("ecs")
+        cluster = "bench"
+        ecs.create_cluster(clusterName=cluster)
+        agent = start_agent(server, tmp, cluster, args.pull_behavior)
+        instance = wait_connected(ecs, cluster)
+        td = ecs.register_task_definition(
+            family="launch", containerDefinitions=[{"name": "main", "image": image, "essential": True,
+                                                    "command": ["sleep", "3600"], "memory": 32}],
+        )["taskDefinition"]["taskDefinitionArn"]
+        # Warm both paths once (page cache, the agent's first pull check).
+        bare_run(image)
+        dockyard_run(ecs, cluster, td)
+        bare: list[float] = []
+        dock: list[float] = []
+        for i in range(args.rounds):
+            order = [("bare", lambda: bare.append(bare_run(image))),
+                     ("dockyard", lambda: dock.append(dockyard_run(ecs, cluster, td)))]
+            if i % 2:
+                order.reverse()
+            for _, fn in order:
+                fn()
+                time.sleep(0.2)  # let the engine settle (container removal) before the next start
+        b, d = summary(bare), summary(dock)
+        ratio = d["median_ms"] / b["median_ms"]
+        print(f"launch to RUNNING, {args.rounds} rounds, pull behaviour {args.pull_behavior}")
+        print(f"{'':10} {'min ms':>8} {'median':>8} {'p90':>8}")
+        print(f"{'bare':10} {b['min_ms']:8.1f} {b['median_ms']:8.1f} {b['p90_ms']:8.1f}")
+        print(f"{'dockyard':10} {d['min_ms']:8.1f} {d['median_ms']:8.1f} {d['p90_ms']:8.1f}")
+        print(f"ratio dockyard / bare (medians): {ratio:.2f}x  (target <= {TARGET}x: "
+              f"{'PASS' if ratio <= TARGET else 'MISS'})")
+        out = HERE / "results" / f"launch-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps({"bare": b, "dockyard": d, "ratio": ratio, "rounds": args.rounds,
+                                   "pull_behavior": args.pull_behavior, "bare_s": bare, "dockyard_s": dock},
+                                  indent=2))
+        return 0
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(timeout=15)
+        server.stop()
+        # What this run started: bare containers by our label, the agent's by the cluster label.
+        for label in (LABEL, f"io.dockyard.container-instance={instance}"):
+            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
+                                 capture_output=True, text=True).stdout.split()
+            if ids:
+                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
