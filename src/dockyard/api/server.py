@@ -111,6 +111,9 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         agents.shutdown()
         server.stop()
 
+    from dockyard.controllers import task_expiry
+
+    expiry = loop.create_task(task_expiry.run(store))
     waiter: asyncio.Task[None] | None = None
     if stop is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -128,6 +131,7 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     try:
         await server.serve()
     finally:
+        expiry.cancel()
         if waiter is not None:
             waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.

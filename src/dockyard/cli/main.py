@@ -96,6 +96,42 @@ def cmd_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_up(args: argparse.Namespace) -> int:
+    from dockyard.api.server import ServerConfig
+    from dockyard.cli import up
+
+    cfg = ServerConfig(host=args.host, port=args.port, data_dir=_data_dir(args.data_dir),
+                       database_url=args.database_url)
+    options: dict[str, object] = {"bind_ip": args.bind_ip, "pull_behavior": args.pull_behavior}
+    if args.availability_zone:
+        options["availability_zone"] = args.availability_zone
+    return up.run(cfg, options)
+
+
+def _add_server_args(p: argparse.ArgumentParser) -> None:
+    from dockyard.api.server import DEFAULT_PORT
+
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    _add_store_args(p)
+
+
+def _add_up_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    u = sub.add_parser(
+        "up", help="all in one: the server and a local agent on this machine's Docker engine",
+        description="Make sure the Docker engine is installed and running (as root: apt-get install docker.io, "
+                    "then start dockerd), then run the server and one agent in one process. The agent has an "
+                    "access key of its own and joins the cluster `default` (created if absent). Ctrl-C stops "
+                    "both; task containers keep running and are adopted by the next `dockyard up`.")
+    _add_server_args(u)
+    u.add_argument("--bind-ip", default="127.0.0.1",
+                   help="host address task containers' published ports bind to (default: 127.0.0.1)")
+    u.add_argument("--pull-behavior", choices=["default", "always", "once", "prefer-cached"], default="default",
+                   help="when images are pulled, as ECS_IMAGE_PULL_BEHAVIOR (default: default)")
+    u.add_argument("--availability-zone", help="the local instance's ecs.availability-zone (default: us-east-1a)")
+    u.set_defaults(fn=cmd_up)
+
+
 def _add_agent_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a = sub.add_parser(
         "agent", help="run tasks on this host: register it as a container instance of a cluster",
@@ -129,16 +165,14 @@ def _add_agent_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def parser() -> argparse.ArgumentParser:
-    from dockyard.api.server import DEFAULT_PORT
 
     p = argparse.ArgumentParser(prog="dockyard", description="The AWS container platform on your machines.")
     p.add_argument("--version", action="version", version=f"dockyard {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    s = sub.add_parser("server", help="serve the ECS API (SigV4-verified) on one HTTP port")
-    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    s.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
-    _add_store_args(s)
+    _add_up_parser(sub)
+    s = sub.add_parser("server", help="serve the ECS API (SigV4-verified) and the agent channel on one HTTP port")
+    _add_server_args(s)
     s.set_defaults(fn=cmd_server)
 
     k = sub.add_parser("keys", help="manage the access keys the server accepts")
