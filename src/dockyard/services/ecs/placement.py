@@ -44,11 +44,11 @@ _GROUP_COUNTS = prepare(select(tkt.c.container_instance_arn, func.count())
 
 
 def candidate(row: ci.InstanceRow, task_groups: frozenset[str] = frozenset()) -> Candidate:
-    _, _, reserved_tcp, reserved_udp = ci.registered(row.doc)
+    static = row.static()
     used = row.used_ports
     return Candidate(arn=row.arn, agent_connected=row.agent_connected, cpu=row.remaining_cpu,
-                     memory=row.remaining_memory, ports_tcp=reserved_tcp | set(used["tcp"]),
-                     ports_udp=reserved_udp | set(used["udp"]), facts=ci.facts(row, task_groups),
+                     memory=row.remaining_memory, ports_tcp=static.reserved_tcp | set(used["tcp"]),
+                     ports_udp=static.reserved_udp | set(used["udp"]), facts=ci.facts(row, task_groups),
                      version=row.version)
 
 
