@@ -29,6 +29,7 @@ from dockyard.agent import protocol
 from dockyard.agent.protocol import LABEL_INSTANCE, LABEL_TASK_ARN
 from tests.helpers.images import busybox_image
 from tests.helpers.server import ServerProcess
+from tests.helpers.wait import wait_until as _wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -40,15 +41,7 @@ def _docker(*args: str) -> str:
 
 
 def wait_until(fn, timeout=20.0, what="condition", interval=0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
+    return _wait_until(fn, timeout, what, interval)
 
 def inspect(cid: str) -> dict[str, Any]:
     out = _docker("inspect", cid)

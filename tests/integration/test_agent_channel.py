@@ -24,6 +24,7 @@ from dockyard.agent.protocol import LABEL_TASK_ARN
 from dockyard.agent.session import presigned_url
 from tests.helpers.agents import AgentPool, create_agent_key
 from tests.helpers.server import REGION, ServerProcess
+from tests.helpers.wait import wait_until
 
 HEARTBEAT = 1.0  # the server's silence limit is 3 x this
 
@@ -235,16 +236,6 @@ def kill(agent, task_arn, code):
 def describe_instance(ecs, cluster, arn):
     return ecs.describe_container_instances(cluster=cluster, containerInstances=[arn])["containerInstances"][0]
 
-
-def wait_until(fn, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def task_def(ecs, family=None, **container):

@@ -116,6 +116,13 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
     _add_store_args(p)
 
 
+def _add_runtime_args(p: argparse.ArgumentParser, bind_ip: str) -> None:
+    p.add_argument("--bind-ip", default=bind_ip,
+                   help=f"host address task containers' published ports bind to (default: {bind_ip})")
+    p.add_argument("--pull-behavior", choices=["default", "always", "once", "prefer-cached"], default="default",
+                   help="when images are pulled, as ECS_IMAGE_PULL_BEHAVIOR (default: default)")
+
+
 def _add_up_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     u = sub.add_parser(
         "up", help="all in one: the server and a local agent on this machine's Docker engine",
@@ -124,10 +131,7 @@ def _add_up_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
                     "access key of its own and joins the cluster `default` (created if absent). Ctrl-C stops "
                     "both; task containers keep running and are adopted by the next `dockyard up`.")
     _add_server_args(u)
-    u.add_argument("--bind-ip", default="127.0.0.1",
-                   help="host address task containers' published ports bind to (default: 127.0.0.1)")
-    u.add_argument("--pull-behavior", choices=["default", "always", "once", "prefer-cached"], default="default",
-                   help="when images are pulled, as ECS_IMAGE_PULL_BEHAVIOR (default: default)")
+    _add_runtime_args(u, bind_ip="127.0.0.1")
     u.add_argument("--availability-zone", help="the local instance's ecs.availability-zone (default: us-east-1a)")
     u.set_defaults(fn=cmd_up)
 
@@ -153,10 +157,7 @@ def _add_agent_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="MiB of the host's memory not offered to tasks (default: 0)")
     a.add_argument("--driver", choices=["docker", "fake"], default="docker",
                    help="container runtime: the local Docker engine, or an in-process fake (default: docker)")
-    a.add_argument("--bind-ip", default="0.0.0.0",
-                   help="host address published container ports bind to (default: 0.0.0.0)")
-    a.add_argument("--pull-behavior", choices=["default", "always", "once", "prefer-cached"], default="default",
-                   help="when images are pulled, as ECS_IMAGE_PULL_BEHAVIOR (default: default)")
+    _add_runtime_args(a, bind_ip="0.0.0.0")
     a.add_argument("--stop-timeout", type=float, default=30.0, metavar="SECONDS",
                    help="seconds between a container's stop signal and SIGKILL when a task stops (default: 30)")
     a.add_argument("--credentials-file", help="AWS shared-credentials file holding the agent's key")

@@ -47,8 +47,8 @@ def candidate(row: ci.InstanceRow, task_groups: frozenset[str] = frozenset()) ->
     static = row.static()
     used = row.used_ports
     return Candidate(arn=row.arn, agent_connected=row.agent_connected, cpu=row.remaining_cpu,
-                     memory=row.remaining_memory, ports_tcp=static.reserved_tcp | set(used["tcp"]),
-                     ports_udp=static.reserved_udp | set(used["udp"]), facts=ci.facts(row, task_groups),
+                     memory=row.remaining_memory, ports_tcp=set(static.reserved_tcp).union(used["tcp"]),
+                     ports_udp=set(static.reserved_udp).union(used["udp"]), facts=ci.facts(row, task_groups),
                      version=row.version)
 
 
