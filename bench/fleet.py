@@ -6,7 +6,9 @@
 
 Dockyard: a real `dockyard server` and, in a second process, 200 real agents (the
 agent channel, the task engine) on fake runtimes (bench/lib/fake_fleet.py). Client
-threads send RunTask (count 10) as fast as they are answered; the clock runs from the
+threads (bench/lib/rawclient.py: botocore's signer, no boto3 response parsing, which
+would take a core from the system under test) send RunTask (count 10) as fast as they
+are answered; the clock runs from the
 first RunTask until DescribeClusters reports every task RUNNING, i.e. each task has been
 placed, pushed to its agent, started on the (fake) host and reported back durably.
 Baseline: moto_server answering the same RunTask calls on as many container instances
@@ -35,6 +37,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 from lib.calls import Fixtures, register_moto_instances  # noqa: E402
+from lib.rawclient import RawEcs  # noqa: E402
 from lib.targets import MotoTarget  # noqa: E402
 
 from tests.helpers.server import ServerProcess  # noqa: E402
@@ -51,16 +54,6 @@ def log(msg: str) -> None:
 def task_definition() -> dict[str, Any]:
     return {"family": FAMILY, "containerDefinitions": [
         {"name": "app", "image": IMAGE, "essential": True, "cpu": 16, "memory": 32, "command": ["serve"]}]}
-
-
-def plain_client(server: ServerProcess) -> Any:
-    """boto3 without the tests' response-shape check: that check cost the client a core at 100 calls/s."""
-    import boto3
-    from botocore.config import Config
-
-    key, secret = server.credentials()
-    return boto3.client("ecs", endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id=key,
-                        aws_secret_access_key=secret, config=Config(retries={"max_attempts": 0}))
 
 
 def fire(client_factory: Any, cluster: str, total: int, threads: int) -> tuple[float, int]:
@@ -111,7 +104,7 @@ def dockyard_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if not line.startswith("READY"):
             raise RuntimeError(f"fleet did not start: {(tmp / 'fleet.log').read_text()[-2000:]}")
         log(f"  {args.agents} agents registered and connected in {time.perf_counter() - t_up:.1f} s")
-        t0, placed = fire(lambda: plain_client(server), "fleet", args.tasks, args.threads)
+        t0, placed = fire(lambda: RawEcs(server.endpoint, *server.credentials()), "fleet", args.tasks, args.threads)
         t_placed = time.perf_counter()
         deadline = time.perf_counter() + 120
         running = 0
@@ -143,7 +136,7 @@ def moto_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         c.register_task_definition(**task_definition())
         # moto's instances are 4096 CPU / 7482 MiB: enough of them for every task.
         register_moto_instances(fx, moto.endpoint, max(args.agents, args.tasks // 200 + 1), cluster="fleet")
-        t0, placed = fire(lambda: moto.client("ecs"), "fleet", args.tasks, args.threads)
+        t0, placed = fire(lambda: RawEcs(moto.endpoint, "testing", "testing"), "fleet", args.tasks, args.threads)
         t1 = time.perf_counter()
         return {"placed": placed, "seconds": t1 - t0, "tasks_per_s": placed / (t1 - t0)}
     finally:

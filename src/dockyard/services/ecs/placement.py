@@ -15,6 +15,8 @@ snapshot can never overcommit an instance.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sqlalchemy import bindparam, func, select
 
 from dockyard.scheduler.placement import (
@@ -52,11 +54,32 @@ def candidate(row: ci.InstanceRow, task_groups: frozenset[str] = frozenset()) ->
                      version=row.version)
 
 
+# Candidates by instance ARN, valid while the instance's version (bumped by every change to its
+# document, connection and resources) and task count are the same: decide() never changes its
+# inputs, so an unchanged instance's candidate serves every RunTask until it changes.
+_CACHE: dict[str, tuple[int, int, Candidate]] = {}
+
+
+def _cached(row: ci.InstanceRow) -> Candidate:
+    hit = _CACHE.get(row.arn)
+    if hit is not None and hit[0] == row.version and hit[1] == row.running_tasks:
+        return hit[2]
+    c = candidate(row)
+    if len(_CACHE) > 100_000:
+        _CACHE.clear()
+    _CACHE[row.arn] = (row.version, row.running_tasks, c)
+    return c
+
+
 def snapshot(tx: Tx, cluster_arn: str, rows: list[ci.InstanceRow], groups: set[str],
              need_task_groups: bool) -> list[Candidate]:
     """Candidates for ``rows`` with their task counts for ``groups`` (for spread and distinctInstance)."""
-    cands = [candidate(r, ci.task_groups_on(tx, r.arn) if need_task_groups else frozenset())
-             for r in rows]
+    if need_task_groups:
+        cands = [candidate(r, ci.task_groups_on(tx, r.arn)) for r in rows]
+    elif groups:
+        cands = [replace(_cached(r), group_counts={}) for r in rows]
+    else:
+        return [_cached(r) for r in rows]
     by_arn = {c.arn: c for c in cands}
     for g in groups:
         for arn, n in tx.all(_GROUP_COUNTS, c=cluster_arn, g=g):

@@ -478,18 +478,20 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
         doc["attachments"] = [{"id": ids.uuid(), "type": "ElasticNetworkInterface", "status": "PRECREATED",
                                "details": details}]
     held = orjson.dumps({"cpu": n.cpu, "memory": n.memory, "tcp": n.tcp, "udp": n.udp})
+    raw = dumps(doc)
     tx.insert(_INSERT, arn=arn, cluster_arn=cluster.arn, container_instance_arn=inst.arn,
               family=spec.td["family"], service_name=spec.service_name, started_by=spec.started_by,
               group_name=spec.group, desired_status="RUNNING", last_status=last, launch_type=spec.launch_type,
-              created_at=ctx.now, stopped_at=None, held=held, doc=dumps(doc))
+              created_at=ctx.now, stopped_at=None, held=held, doc=raw)
     _apply_counts(tx, cluster.arn, inst.arn, (0, 0, 0, 0), _contribution("RUNNING", last))
     if spec.tags:
         put_tags(tx, arn, spec.tags, new=True)  # a fresh random task id
     for t in spec.managed_tags:
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t["value"])
     tx.notify("task", arn)
-    row = get(tx, arn)
-    assert row is not None
+    # The row as just inserted (no read back); its tags are the ones given.
+    row = TaskRow((arn, cluster.arn, inst.arn, "RUNNING", last, held, raw))
+    row._doc = doc
     return row
 
 
@@ -502,6 +504,9 @@ def _place_and_create(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, r
     by_arn = {r.arn: r for r in rows}
     tasks: list[Doc] = []
     failures: list[Doc] = []
+    # What get_tags would read back for a new task, in its order (by key).
+    given_tags = sorted(({"key": t["key"], "value": t.get("value", "")} for t in (*spec.tags, *spec.managed_tags)),
+                        key=lambda t: t["key"])
     for d in decisions:
         if isinstance(d, placement.Unplaced):
             f: Doc = {"reason": d.reason}
@@ -514,7 +519,7 @@ def _place_and_create(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, r
             # The instance changed after the snapshot: nothing of this call is kept.
             raise ServerException("The cluster changed while the task was being placed; retry the request.")
         row = create_task(tx, ctx, cluster, spec, inst)
-        tasks.append(render(tx, row, include_tags=True))
+        tasks.append({**row.doc, "tags": given_tags})
     return tasks, failures
 
 
