@@ -20,7 +20,7 @@ from dockyard.services.ecs import quotas
 from dockyard.state import arns
 from dockyard.state.schema import clusters as ct
 from dockyard.state.schema import tags as tt
-from dockyard.state.store import Tx, prepare
+from dockyard.state.store import Prepared, Tx, prepare
 
 Doc = dict[str, Any]  # a resource in its AWS wire shape
 
@@ -44,12 +44,16 @@ _CLUSTER_BY_ARN = prepare(
     .where(ct.c.arn == bindparam("a")))
 
 # Bumping counters with arithmetic in SQL keeps them exact under concurrent writers.
-_BUMP = {
-    col: prepare(update(ct).where(ct.c.arn == bindparam("a"))
-                 .values({col: getattr(ct.c, col) + bindparam("d")}))
-    for col in ("registered_instances", "running_tasks", "pending_tasks", "active_services",
-                "draining_services")
-}
+# One UPDATE per set of columns changed together (a task going PENDING -> RUNNING moves two).
+_BUMP: dict[tuple[str, ...], Prepared] = {}
+
+
+def _bump_stmt(cols: tuple[str, ...]) -> Prepared:
+    stmt = _BUMP.get(cols)
+    if stmt is None:
+        stmt = _BUMP[cols] = prepare(update(ct).where(ct.c.arn == bindparam("a")).values(
+            {c: getattr(ct.c, c) + bindparam(f"d_{c}") for c in cols}))
+    return stmt
 
 
 class ClusterRow:
@@ -100,9 +104,9 @@ def require_cluster(tx: Tx, ctx: Ctx, ref: str | None, *, active: bool = True) -
 
 def bump_cluster(tx: Tx, cluster_arn: str, **deltas: int) -> None:
     """Adjust the cluster's counters in the caller's transaction (e.g. running_tasks=+1)."""
-    for col, d in deltas.items():
-        if d:
-            tx.run(_BUMP[col], a=cluster_arn, d=d)
+    moved = {f"d_{c}": d for c, d in deltas.items() if d}
+    if moved:
+        tx.run(_bump_stmt(tuple(c for c, d in deltas.items() if d)), a=cluster_arn, **moved)
 
 
 def cluster_scoped_arn(ctx: Ctx, cluster: ClusterRow, ref: str, kind: str, id_re: re.Pattern[str],
