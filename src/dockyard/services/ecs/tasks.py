@@ -97,6 +97,11 @@ _BY_ARN = prepare(select(*_COLS).where(tkt.c.arn == bindparam("a")))
 _SET = prepare(update(tkt).where(tkt.c.arn == bindparam("a"))
                .values(desired_status=bindparam("ds"), last_status=bindparam("ls"),
                        stopped_at=bindparam("sa"), held=bindparam("h"), doc=bindparam("d")))
+# The same without desiredStatus: SQLite rewrites the entries of every index on a column the
+# UPDATE sets, changed or not, and desired_status is in seven of the tasks indexes.
+_SET_LAST = prepare(update(tkt).where(tkt.c.arn == bindparam("a"))
+                    .values(last_status=bindparam("ls"), stopped_at=bindparam("sa"), held=bindparam("h"),
+                            doc=bindparam("d")))
 _LIVE_ON = prepare(select(*_COLS).where(tkt.c.container_instance_arn == bindparam("a"),
                                         tkt.c.last_status != "STOPPED"))
 _IDEM_GET = prepare(select(it.c.request_hash, it.c.response)
@@ -203,7 +208,10 @@ def transition(tx: Tx, row: TaskRow, now: float, *, desired: str | None = None, 
     if not changed:
         return doc
     doc["version"] = int(doc.get("version", 0)) + 1
-    tx.run(_SET, a=row.arn, ds=new_d, ls=new_l, sa=stopped_at, h=held, d=dumps(doc))
+    if new_d != old_d:
+        tx.run(_SET, a=row.arn, ds=new_d, ls=new_l, sa=stopped_at, h=held, d=dumps(doc))
+    else:
+        tx.run(_SET_LAST, a=row.arn, ls=new_l, sa=stopped_at, h=held, d=dumps(doc))
     _apply_counts(tx, row.cluster_arn, row.instance_arn, _contribution(old_d, old_l),
                   _contribution(new_d, new_l))
     if new_l == "STOPPED" and old_l != "STOPPED":
