@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """End-to-end RunTask throughput with 200 fake-runtime agents, and moto's RunTask in the same run.
 
-    .venv/bin/python bench/fleet.py                  # 200 agents, 5,000 tasks
+    .venv/bin/python bench/fleet.py                  # 200 agents, 8,000 tasks, 16 client threads
     .venv/bin/python bench/fleet.py --agents 50 --tasks 1000
 
 Dockyard: a real `dockyard server` and, in a second process, 200 real agents (the
@@ -146,8 +146,8 @@ def moto_run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--agents", type=int, default=200)
-    ap.add_argument("--tasks", type=int, default=5000)
-    ap.add_argument("--threads", type=int, default=4)
+    ap.add_argument("--tasks", type=int, default=8000)
+    ap.add_argument("--threads", type=int, default=16)
     ap.add_argument("--no-moto", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-fleet-"))

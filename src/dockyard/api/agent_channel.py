@@ -15,12 +15,13 @@ The wire is ``agent/protocol.py``; the store side is ``services/ecs/agent_sync.p
   commit) and is answered with ``ack`` once durable. Frames are read without waiting
   for earlier writes: writes enter the store's queue in arrival order.
 - **Desired state out, no polling.** ``on_events`` is a ``store.subscribe`` callback:
-  after each commit it reads the committed tasks named by ``task`` events in one read
-  snapshot and, for each on an instance with a synced session whose desiredStatus
-  differs from what that session was last sent, adds its payload to that session's
-  one ``tasks`` frame for the commit. A task the agent itself reported stopping (or
-  stopped) is recorded as sent STOPPED when its frame arrives, so the echo of its own
-  report is not pushed back.
+  after each commit it reads the committed tasks named by ``task-desired`` events (a
+  task created, or its desiredStatus changed; plain ``task`` events, such as an agent's
+  RUNNING report, need no push and cost no read) in one read snapshot and, for each on
+  an instance with a synced session whose desiredStatus differs from what that session
+  was last sent, adds its payload to that session's one ``tasks`` frame for the commit.
+  A task the agent itself reported stopping (or stopped) is recorded as sent STOPPED
+  when its frame arrives, so the echo of its own report is not pushed back.
 - **Full sync.** ``hello`` applies the agent's states, then the session reads every
   task on the instance that is not STOPPED and sends them with ``full: true``;
   pushes for the session start from that read.
@@ -373,8 +374,13 @@ class AgentHub:
         task_arns: dict[str, None] = {}
         instances: list[str] = []
         for topic, key in events:
-            if topic == "task":
+            if topic == "task-desired":
+                # New, or desiredStatus changed: the only task changes an agent has to hear of.
                 task_arns[key] = None
+            elif topic == "task-stopped":
+                # Final; a reconnect's full sync no longer lists it either.
+                for s in self.sessions.values():
+                    s.sent.pop(key, None)
             elif topic == "container-instance" and key in self.sessions:
                 instances.append(key)
         if task_arns:
@@ -398,10 +404,7 @@ class AgentHub:
             if session is None or not session.synced:
                 continue
             if row.last == "STOPPED":
-                # Stopped by the agent's own report (or, for a forced deregistration, left to run as
-                # ECS leaves it); a reconnect's full sync no longer lists it either way.
-                session.sent.pop(arn, None)
-                continue
+                continue  # stopped in the same commit (forced deregistration): nothing to send
             if session.sent.get(arn) == row.desired:
                 continue
             session.sent[arn] = row.desired

@@ -219,6 +219,11 @@ def transition(tx: Tx, row: TaskRow, now: float, *, desired: str | None = None, 
     row.desired, row.last, row.held_raw = new_d, new_l, held
     row.doc_raw = dumps(doc)
     tx.notify("task", row.arn)
+    # Narrower topics for consumers that only care about these (the agent channel's push).
+    if new_d != old_d:
+        tx.notify("task-desired", row.arn)
+    if new_l == "STOPPED" and old_l != "STOPPED":
+        tx.notify("task-stopped", row.arn)
     return doc
 
 
@@ -497,6 +502,7 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
     for t in spec.managed_tags:
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t["value"])
     tx.notify("task", arn)
+    tx.notify("task-desired", arn)
     # The row as just inserted (no read back); its tags are the ones given.
     row = TaskRow((arn, cluster.arn, inst.arn, "RUNNING", last, held, raw))
     row._doc = doc
