@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _GROUP_MAX = 512
+
+# Called when a group commit fails and everything in it is rolled back: in-process caches keyed
+# by row versions (which a rollback can hand out again for different content) clear themselves.
+ROLLBACK_HOOKS: list[Callable[[], None]] = []
 CHECKPOINT_SECONDS = 0.5
 
 
@@ -306,6 +310,8 @@ class Store:
     def _failed(conn: Any, batch: list[Any], exc: Exception) -> list[Any]:
         # The group did not commit: nothing in it is durable, and every caller hears so.
         log.error("group commit failed: %s", exc)
+        for hook in ROLLBACK_HOOKS:
+            hook()
         try:
             conn.execute("ROLLBACK")
         except Exception:

@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, null, select, update
 
 from dockyard.api.errors import (
     AttributeLimitExceededException,
@@ -51,7 +51,7 @@ from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
 from dockyard.state.schema import container_instances as cit
 from dockyard.state.schema import tasks as tkt
-from dockyard.state.store import Tx, prepare
+from dockyard.state.store import ROLLBACK_HOOKS, Tx, prepare
 
 # -- rows ----------------------------------------------------------------------
 
@@ -68,6 +68,7 @@ class InstanceRow:
         "cluster_arn",
         "doc_raw",
         "ec2_instance_id",
+        "facts_",
         "instance_id",
         "pending_tasks",
         "registered_at",
@@ -86,6 +87,7 @@ class InstanceRow:
          self.doc_raw) = row
         self.agent_connected = bool(self.agent_connected)
         self._doc: Doc | None = None
+        self.facts_: StaticFacts | None = None
 
     @property
     def doc(self) -> Doc:
@@ -97,18 +99,28 @@ class InstanceRow:
     def used_ports(self) -> dict[str, list[int]]:
         return orjson.loads(self.used_ports_raw)  # type: ignore[no-any-return]
 
-    def static(self) -> StaticFacts:
-        """The parts of the document placement reads, parsed once per document version (read-only)."""
+    def has_static(self) -> bool:
         hit = _STATIC.get(self.arn)
-        if hit is not None and hit[0] == self.doc_raw:
+        return hit is not None and hit[0] == self.version
+
+    def static(self) -> StaticFacts:
+        """The parts of the document placement reads, parsed once per row version (read-only).
+
+        Every change to the document bumps ``version``, so facts cached for a version stay true.
+        """
+        if self.facts_ is not None:
+            return self.facts_
+        hit = _STATIC.get(self.arn)
+        if hit is not None and hit[0] == self.version:
             return hit[1]
+        assert self.doc_raw is not None, "row read without its document"
         doc = loads(self.doc_raw)
         _, _, tcp, udp = registered(doc)
         facts = StaticFacts(attribute_map(doc), (doc.get("versionInfo") or {}).get("agentVersion"),
                             frozenset(tcp), frozenset(udp))
         if len(_STATIC) > 100_000:
             _STATIC.clear()
-        _STATIC[self.arn] = (self.doc_raw, facts)
+        _STATIC[self.arn] = (self.version, facts)
         return facts
 
 
@@ -125,9 +137,10 @@ class StaticFacts:
         self.reserved_udp = reserved_udp
 
 
-# Parsed documents by instance ARN, checked against the stored bytes on every use: RunTask
-# reads every candidate's document, and parsing them all was most of its cost.
-_STATIC: dict[str, tuple[bytes, StaticFacts]] = {}
+# Parsed document facts by instance ARN and row version: RunTask looks at every candidate,
+# and reading and parsing all their documents was most of its cost.
+_STATIC: dict[str, tuple[int, StaticFacts]] = {}
+ROLLBACK_HOOKS.append(_STATIC.clear)
 
 
 _INSERT = prepare(insert(cit))
@@ -137,6 +150,11 @@ _BY_EC2 = prepare(select(*_COLS).where(cit.c.cluster_arn == bindparam("c"),
                                        cit.c.status != "INACTIVE"))
 _BY_STATUS = prepare(select(*_COLS).where(cit.c.cluster_arn == bindparam("c"),
                                           cit.c.status == bindparam("s")).order_by(cit.c.arn))
+# The same rows without their documents (NULL in the doc position).
+_BY_STATUS_LEAN = prepare(select(*_COLS[:-1], null().label("doc"))
+                          .where(cit.c.cluster_arn == bindparam("c"), cit.c.status == bindparam("s"))
+                          .order_by(cit.c.arn))
+_DOC_OF = prepare(select(cit.c.doc).where(cit.c.arn == bindparam("a")))
 _SET_DOC = prepare(update(cit).where(cit.c.arn == bindparam("a"))
                    .values(doc=bindparam("d"), version=cit.c.version + 1))
 _SET_STATUS = prepare(update(cit).where(cit.c.arn == bindparam("a"))
@@ -245,8 +263,13 @@ def find(tx: Tx, ctx: Ctx, cluster: ClusterRow, ref: str) -> InstanceRow | None:
 
 
 def active_in(tx: Tx, cluster_arn: str) -> list[InstanceRow]:
-    """ACTIVE instances of a cluster, in ARN order (the placement candidates)."""
-    return [InstanceRow(r) for r in tx.all(_BY_STATUS, c=cluster_arn, s="ACTIVE")]
+    """ACTIVE instances for placement: documents are read only for rows whose version is not cached."""
+    rows = [InstanceRow(r) for r in tx.all(_BY_STATUS_LEAN, c=cluster_arn, s="ACTIVE")]
+    for r in rows:
+        if not r.has_static():
+            got = tx.one(_DOC_OF, a=r.arn)
+            r.doc_raw = got[0] if got else b"{}"
+    return rows
 
 
 def task_groups_on(tx: Tx, arn: str) -> frozenset[str]:
@@ -361,9 +384,13 @@ def hold(tx: Tx, row: InstanceRow, cpu: int, memory: int, tcp: list[int], udp: l
     used = row.used_ports
     used["tcp"] = sorted(set(used["tcp"]) | set(tcp))
     used["udp"] = sorted(set(used["udp"]) | set(udp))
+    facts = row.static()
     ok = tx.run(_HOLD, a=row.arn, v=row.version, c=cpu, m=memory, p=orjson.dumps(used)) == 1
     if ok:
         row.version += 1
+        # Resources moved, the document did not: this row keeps its facts. The shared cache is
+        # not moved to the new version, since this transaction may still roll back.
+        row.facts_ = facts
         row.remaining_cpu -= cpu
         row.remaining_memory -= memory
         row.used_ports_raw = orjson.dumps(used)

@@ -31,7 +31,7 @@ from dockyard.scheduler.placement import (
 )
 from dockyard.services.ecs import container_instances as ci
 from dockyard.state.schema import tasks as tkt
-from dockyard.state.store import Tx, prepare
+from dockyard.state.store import ROLLBACK_HOOKS, Tx, prepare
 
 __all__ = ["DISTINCT", "MEMBER_OF", "Candidate", "Decision", "Placed", "Request", "Unplaced", "candidate",
            "decide", "snapshot"]
@@ -58,6 +58,7 @@ def candidate(row: ci.InstanceRow, task_groups: frozenset[str] = frozenset()) ->
 # document, connection and resources) and task count are the same: decide() never changes its
 # inputs, so an unchanged instance's candidate serves every RunTask until it changes.
 _CACHE: dict[str, tuple[int, int, Candidate]] = {}
+ROLLBACK_HOOKS.append(_CACHE.clear)
 
 
 def _cached(row: ci.InstanceRow) -> Candidate:
