@@ -426,3 +426,23 @@ def test_events_resume_after_a_broken_stream(task):
         assert [e.kind for e in events.seen if e.id == a] == ["start", "die"]  # nothing twice
         events.stop()
     run(go)
+
+
+def test_usage_of_a_busy_container(task):
+    # One core spinning: its CPU time grows by about a second per second.
+    spec = task.spec(command=["sh", "-c", "while :; do :; done"])
+
+    async def go(d: DockerDriver) -> None:
+        cid = await d.create(spec)
+        assert await d.usage(cid) is None  # created, not running
+        await d.start(cid)
+        first = await d.usage(cid)
+        await asyncio.sleep(1.0)
+        second = await d.usage(cid)
+        assert first is not None and second is not None
+        assert second.memory_bytes > 0
+        used = (second.cpu_ns - first.cpu_ns) / 1e9 / (second.time - first.time)
+        assert 0.3 < used < 1.3, used
+        await d.stop(cid, 1)
+        assert await d.usage(cid) is None
+    run(go)

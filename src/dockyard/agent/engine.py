@@ -65,6 +65,7 @@ class TaskEngine:
         self.config = config
         self._report = report
         self.tasks: dict[str, ManagedTask] = {}
+        self._usage: dict[str, tuple[int, float]] = {}  # container id -> last (cpu ns, time) sample
         self._by_id: dict[str, ManagedTask] = {}
         self.puller = ImagePuller(driver, config.pull_behavior, config.data_dir / "pulled-images.json")
         self._checkpoints = CheckpointStore(config.data_dir / "tasks")
@@ -186,6 +187,30 @@ class TaskEngine:
     def states(self) -> list[TaskState]:
         """The current state of every task the engine knows."""
         return [t.state() for t in self.tasks.values()]
+
+    async def usage(self) -> dict[str, dict[str, float]]:
+        """Per RUNNING task: CPU units in use (since the previous sample) and memory MiB now.
+
+        Sent up with heartbeats (protocol ``stats``); a task's first sample has memory only.
+        """
+        running = [(t.arn, c.id) for t in self.tasks.values() if t.last_status() == RUNNING
+                   for c in t.containers.values() if c.id and c.status == RUNNING]
+        samples = await asyncio.gather(*(self.driver.usage(cid) for _, cid in running), return_exceptions=True)
+        out: dict[str, dict[str, float]] = {}
+        seen: dict[str, tuple[int, float]] = {}
+        for (arn, cid), u in zip(running, samples, strict=True):
+            if u is None or isinstance(u, BaseException):
+                continue
+            entry = out.setdefault(arn, {"memory": 0.0})
+            entry["memory"] += u.memory_bytes / (1024 * 1024)
+            seen[cid] = (u.cpu_ns, u.time)
+            prev = self._usage.get(cid)
+            if prev is not None and u.time > prev[1]:
+                # CPU units: 1024 per core-second used per second of wall time.
+                cpu = (u.cpu_ns - prev[0]) / 1e9 / (u.time - prev[1]) * 1024
+                entry["cpu"] = entry.get("cpu", 0.0) + max(cpu, 0.0)
+        self._usage = seen
+        return out
 
     async def run(self) -> None:
         """Consume the driver's events until close(); the engine's only loop."""

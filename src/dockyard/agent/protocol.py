@@ -49,7 +49,10 @@ Agent -> server
 ``ack``     ``{"type": "ack", "seq": N}`` for a server ``tasks`` frame.
 
 ``heartbeat`` ``{"type": "heartbeat"}`` every ``HEARTBEAT_SECONDS``; optional
-  ``"stats": {taskArn: {"cpu": <units used>, "memory": <MiB used>}}``.
+  ``"stats": {taskArn: {"cpu": <units used>, "memory": <MiB used>}}`` for RUNNING tasks
+  (CPU units are 1024 per core busy since the previous heartbeat; absent on a task's
+  first sample). The server keeps the latest per task (``AgentHub.usage``) for the
+  metrics and auto scaling to come.
 
 Server -> agent
 ---------------

@@ -144,7 +144,18 @@ class AgentSession:
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat)
-            self._send_raw(_HEARTBEAT)
+            self._send_raw(await self._heartbeat_frame())
+
+    async def _heartbeat_frame(self) -> bytes:
+        """A heartbeat with the running tasks' usage; a slow engine never delays the heartbeat."""
+        if self.engine is None:
+            return _HEARTBEAT
+        try:
+            stats = await asyncio.wait_for(self.engine.usage(), timeout=self.heartbeat / 2)
+        except Exception:  # stats are best effort; liveness is not
+            log.debug("usage sample failed", exc_info=True)
+            return _HEARTBEAT
+        return orjson.dumps({"type": "heartbeat", "stats": stats}) if stats else _HEARTBEAT
 
     # -- the connection loop ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:

@@ -169,6 +169,8 @@ class AgentHub:
         self.heartbeat = heartbeat if heartbeat is not None else protocol.heartbeat_seconds()
         self.silence = 3 * self.heartbeat
         self.sessions: dict[str, _Session] = {}
+        # Task ARN -> latest reported usage {"cpu": units, "memory": MiB, "at": epoch s} (heartbeat stats).
+        self.usage: dict[str, dict[str, float]] = {}
         self.stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -276,6 +278,7 @@ class AgentHub:
                 self._on_state(session, frame)
             elif kind == "heartbeat":
                 session.send(_HEARTBEAT)
+                self._on_stats(session, frame.get("stats"))
             elif kind == "ack":
                 if session.unacked.pop(frame.get("seq"), None) is None:
                     log.debug("agent of %s acked unknown seq %r", session.instance_arn, frame.get("seq"))
@@ -285,6 +288,17 @@ class AgentHub:
                 log.warning("agent of %s sent an unknown frame type %r", session.instance_arn, kind)
 
     # -- frames in ------------------------------------------------------------------------------
+    def _on_stats(self, session: _Session, stats: Any) -> None:
+        """Keep each task's latest usage (CPU units, memory MiB) for the metrics and scaling to come."""
+        if not isinstance(stats, dict):
+            return
+        now = time.time()
+        for arn, u in stats.items():
+            if isinstance(arn, str) and isinstance(u, dict) and arn in session.sent:
+                self.usage[arn] = {k: float(u[k]) for k in ("cpu", "memory")
+                                   if isinstance(u.get(k), int | float)} | {"at": now}
+
+
     @staticmethod
     def _states(session: _Session, frame: dict[str, Any]) -> list[Any]:
         states = frame.get("tasks")
@@ -381,6 +395,7 @@ class AgentHub:
                 # Final; a reconnect's full sync no longer lists it either.
                 for s in self.sessions.values():
                     s.sent.pop(key, None)
+                self.usage.pop(key, None)
             elif topic == "container-instance" and key in self.sessions:
                 instances.append(key)
         if task_arns:

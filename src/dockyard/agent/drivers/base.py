@@ -71,6 +71,15 @@ class ContainerStatus:
 
 
 @dataclass(slots=True)
+class ContainerUsage:
+    """Cumulative CPU time and current memory of a running container (one sample)."""
+
+    cpu_ns: int  # CPU time used since the container started, all cores
+    memory_bytes: int  # resident memory now (the engine's usage less page cache)
+    time: float  # monotonic seconds when sampled
+
+
+@dataclass(slots=True)
 class ContainerEvent:
     """Something happened to a managed container.
 
@@ -109,6 +118,9 @@ class Driver(Protocol):
 
     async def inspect(self, container_id: str) -> ContainerStatus | None:
         """None when the container does not exist."""
+
+    async def usage(self, container_id: str) -> ContainerUsage | None:
+        """One sample of CPU and memory use; None when the container is not running."""
 
     async def remove(self, container_id: str) -> None:
         """Remove a stopped container (and its anonymous volumes); missing is not an error."""

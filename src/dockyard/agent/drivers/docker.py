@@ -41,6 +41,7 @@ from dockyard.agent.drivers.base import (
     ContainerEvent,
     ContainerSpec,
     ContainerStatus,
+    ContainerUsage,
     DriverError,
     HostInfo,
     PortBinding,
@@ -252,6 +253,23 @@ class DockerDriver:
                 return None
             raise DriverError("CannotInspectContainerError", e.message) from e
         return _status(data)
+
+    async def usage(self, container_id: str) -> ContainerUsage | None:
+        try:
+            # one-shot: a single sample now instead of the engine's two-sample wait (API 1.41).
+            data = await self._call("GET", f"containers/{container_id}/stats",
+                                    params={"stream": "false", "one-shot": "true"})
+        except DockerError as e:
+            if e.status in (404, 409):
+                return None
+            raise DriverError("CannotInspectContainerError", e.message) from e
+        if not data or not data.get("read") or data["read"].startswith("0001-"):
+            return None  # not running
+        mem = data.get("memory_stats") or {}
+        stats = mem.get("stats") or {}
+        used = int(mem.get("usage", 0)) - int(stats.get("total_inactive_file", stats.get("inactive_file", 0)))
+        cpu = int(((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage", 0))
+        return ContainerUsage(cpu_ns=cpu, memory_bytes=max(used, 0), time=time.monotonic())
 
     async def remove(self, container_id: str) -> None:
         try:

@@ -65,6 +65,7 @@ from dockyard.agent.drivers.base import (
     ContainerEvent,
     ContainerSpec,
     ContainerStatus,
+    ContainerUsage,
     DriverError,
     HostInfo,
     PortBinding,
@@ -393,6 +394,17 @@ class FakeDriver:
             exit_code=c.exit_code, oom_killed=c.oom_killed, health=c.health,  # type: ignore[arg-type]
             started_at=c.started_at, finished_at=c.finished_at, image_digest=_digest(c.image),
             ports=list(c.ports))
+
+    async def usage(self, container_id: str) -> ContainerUsage | None:
+        """FAKE_CPU (units, default 0) and FAKE_MEMORY (MiB, default 0) of a running container."""
+        c = self._get(container_id)
+        if c is None or c.state != "running" or c.started_at is None:
+            return None
+        now = time.monotonic()
+        units = float(c.env.get("FAKE_CPU", 0) or 0)
+        ran = max(time.time() - c.started_at, 0.0)
+        return ContainerUsage(cpu_ns=int(ran * units / 1024 * 1e9),
+                              memory_bytes=int(float(c.env.get("FAKE_MEMORY", 0) or 0) * 1024 * 1024), time=now)
 
     async def remove(self, container_id: str) -> None:
         c = self._get(container_id)
