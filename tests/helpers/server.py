@@ -77,10 +77,11 @@ class ServerProcess:
 
         from tests.helpers import shapes
 
-        key, secret = self.credentials()
+        key, secret = kw.pop("key", None), kw.pop("secret", None)
+        if key is None or secret is None:
+            key, secret = self.credentials()
         client = boto3.client(service, endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
-                              aws_access_key_id=kw.pop("key", key),
-                              aws_secret_access_key=kw.pop("secret", secret),
+                              aws_access_key_id=key, aws_secret_access_key=secret,
                               config=Config(retries={"max_attempts": 0}, **kw))
         return shapes.install(client)
 
