@@ -79,7 +79,9 @@ class ServerProcess:
 
         key, secret = kw.pop("key", None), kw.pop("secret", None)
         if key is None or secret is None:
-            key, secret = self.credentials()
+            # Either may be given alone (tests of bad keys); the other is the root key's.
+            root_key, root_secret = self.credentials()
+            key, secret = key or root_key, secret or root_secret
         client = boto3.client(service, endpoint_url=self.endpoint, region_name=kw.pop("region", REGION),
                               aws_access_key_id=key, aws_secret_access_key=secret,
                               config=Config(retries={"max_attempts": 0}, **kw))

@@ -318,30 +318,28 @@ class AgentHub:
         session.writes.add(t)
         t.add_done_callback(session.writes.discard)
 
+    async def _record(self, session: _Session, states: list[Any], what: str) -> bool:
+        """Commit an agent's reported states; on failure close the session (False).
+
+        Unacknowledged, the states stay with the agent, which resends them in its next hello.
+        """
+        if not states:
+            return True
+        try:
+            await self.store.write(agent_sync.apply_reports, session.instance_arn, states, time.time())
+        except Exception:
+            log.exception("applying %s of %s failed; closing the session", what, session.instance_arn)
+            self.finish(session, "write failed")
+            session.close_with(protocol.CLOSE_GOING_AWAY, "could not record the state")
+            return False
+        return True
+
     async def _apply(self, session: _Session, seq: Any, states: list[Any]) -> None:
-        if states:
-            try:
-                await self.store.write(agent_sync.apply_reports, session.instance_arn, states, time.time())
-            except Exception:
-                # Unacknowledged: the agent keeps the states and resends them in its next hello.
-                log.exception("applying reports of %s failed; closing the session", session.instance_arn)
-                self.finish(session, "write failed")
-                session.close_with(protocol.CLOSE_GOING_AWAY, "could not record the state")
-                return
-        if not session.finished:
+        if await self._record(session, states, "reports") and not session.finished:
             session.send_frame({"type": "ack", "seq": seq})
 
     async def _on_hello(self, session: _Session, frame: dict[str, Any]) -> None:
-        states = self._states(session, frame)
-        if states:
-            try:
-                await self.store.write(agent_sync.apply_reports, session.instance_arn, states, time.time())
-            except Exception:
-                log.exception("applying the hello of %s failed; closing the session", session.instance_arn)
-                self.finish(session, "write failed")
-                session.close_with(protocol.CLOSE_GOING_AWAY, "could not record the state")
-                return
-        if session.finished:
+        if not await self._record(session, self._states(session, frame), "the hello") or session.finished:
             return
         # Synchronously from this read on: later commits reach on_events, which compares with it.
         payloads = self.store.read(agent_sync.desired_for_instance, session.instance_arn)

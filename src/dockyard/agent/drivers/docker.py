@@ -181,14 +181,18 @@ class DockerDriver:
 
     # -- images --------------------------------------------------------------------
 
-    async def image_present(self, ref: str) -> bool:
+    async def _exists(self, path: str, reason: str, what: str) -> bool:
+        """GET ``path``: True, False on 404, DriverError(reason) otherwise."""
         try:
-            await self._call("GET", f"images/{ref}/json")
+            await self._call("GET", path)
         except DockerError as e:
             if e.status == 404:
                 return False
-            raise DriverError("CannotPullContainerError", f"image {ref}: {e.message}") from e
+            raise DriverError(reason, f"{what}: {e.message}") from e
         return True
+
+    async def image_present(self, ref: str) -> bool:
+        return await self._exists(f"images/{ref}/json", "CannotPullContainerError", f"image {ref}")
 
     async def pull(self, ref: str, auth: dict[str, str] | None = None) -> None:
         repo, tag = _split_ref(ref)
@@ -300,13 +304,7 @@ class DockerDriver:
 
     async def volume_present(self, name: str) -> bool:
         """Whether the named volume exists (a shared volume without autoprovision must)."""
-        try:
-            await self._call("GET", f"volumes/{name}")
-        except DockerError as e:
-            if e.status == 404:
-                return False
-            raise DriverError("CannotCreateVolumeError", f"volume {name}: {e.message}") from e
-        return True
+        return await self._exists(f"volumes/{name}", "CannotCreateVolumeError", f"volume {name}")
 
     async def remove_volume(self, name: str) -> None:
         try:
