@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,8 +58,6 @@ def task_definition() -> dict[str, Any]:
 def fire(client_factory: Any, cluster: str, total: int, threads: int) -> tuple[float, int]:
     """RunTask count=10 from ``threads`` clients until ``total`` tasks are placed; (start time, placed)."""
     calls = total // 10
-    placed = 0
-    lock = threading.Lock()
     clients = [client_factory() for _ in range(threads)]
 
     def worker(i: int) -> int:
@@ -75,9 +72,7 @@ def fire(client_factory: Any, cluster: str, total: int, threads: int) -> tuple[f
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(threads) as ex:
-        for n in ex.map(worker, range(threads)):
-            with lock:
-                placed += n
+        placed = sum(ex.map(worker, range(threads)))
     return t0, placed
 
 

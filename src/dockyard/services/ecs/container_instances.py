@@ -148,8 +148,6 @@ _BY_ARN = prepare(select(*_COLS).where(cit.c.arn == bindparam("a")))
 _BY_EC2 = prepare(select(*_COLS).where(cit.c.cluster_arn == bindparam("c"),
                                        cit.c.ec2_instance_id == bindparam("e"),
                                        cit.c.status != "INACTIVE"))
-_BY_STATUS = prepare(select(*_COLS).where(cit.c.cluster_arn == bindparam("c"),
-                                          cit.c.status == bindparam("s")).order_by(cit.c.arn))
 # The same rows without their documents (NULL in the doc position).
 _BY_STATUS_LEAN = prepare(select(*_COLS[:-1], null().label("doc"))
                           .where(cit.c.cluster_arn == bindparam("c"), cit.c.status == bindparam("s"))
