@@ -111,9 +111,11 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         agents.shutdown()
         server.stop()
 
+    from dockyard.controllers import services as service_controller
     from dockyard.controllers import task_expiry
 
     expiry = loop.create_task(task_expiry.run(store))
+    scheduler = loop.create_task(service_controller.run(store))
     waiter: asyncio.Task[None] | None = None
     if stop is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -132,6 +134,7 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         await server.serve()
     finally:
         expiry.cancel()
+        scheduler.cancel()
         if waiter is not None:
             waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.

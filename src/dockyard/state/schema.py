@@ -141,6 +141,8 @@ tasks = Table(
     Index("ix_tasks_launch_type", "cluster_arn", "launch_type", "desired_status", "arn"),
     Index("ix_tasks_group", "cluster_arn", "group_name", "desired_status"),
     Index("ix_tasks_stopped_at", "stopped_at"),
+    # A service's live tasks (stopped_at NULL) and those stopped since a time: the service scheduler.
+    Index("ix_tasks_service_stopped", "cluster_arn", "service_name", "stopped_at", "arn"),
 )
 
 services = Table(

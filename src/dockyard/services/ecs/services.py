@@ -158,6 +158,7 @@ def require_service(tx: Tx, ctx: Ctx, cluster: ClusterRow, ref: str) -> ServiceR
 def render(tx: Tx, s: ServiceRow, *, tags: bool = False, doc: Doc | None = None) -> Doc:
     """The Service as the API answers it: task counts filled in from the tasks table."""
     doc = loads(s.doc_raw) if doc is None else doc
+    doc.pop("_ctl", None)  # the service scheduler's bookkeeping
     counts = task_counts(tx, s.cluster_arn, s.name) if s.status != "INACTIVE" else {}
     doc["runningCount"] = sum(c[0] for c in counts.values())
     doc["pendingCount"] = sum(c[1] for c in counts.values())
@@ -176,13 +177,15 @@ def _namespace_of(doc: Doc) -> str | None:
     return scc.get("namespace") if scc and scc.get("enabled") else None
 
 
-def save_doc(tx: Tx, s: ServiceRow, doc: Doc) -> None:
-    """Write the service document back (controller API); status comes from ``doc``."""
+def save_doc(tx: Tx, s: ServiceRow, doc: Doc, *, notify: bool = True) -> None:
+    """Write the service document back (controller API); status comes from ``doc``.
+    The service scheduler saves with ``notify=False``: its own step needs no second look."""
     raw = dumps(doc)
     tx.run(_SAVE, a=s.arn, s=doc["status"], ns=_namespace_of(doc), lt=doc.get("launchType"), d=raw)
     s.status = doc["status"]
     s.doc_raw = raw
-    tx.notify("service", s.arn)
+    if notify:
+        tx.notify("service", s.arn)
 
 
 def add_event(tx: Tx, now: float, service_arn: str, message: str) -> None:
@@ -492,7 +495,8 @@ def _service_doc(spec: Doc, td: Doc | None) -> Doc:
     for k in ("deploymentConfiguration", "deployments", "roleArn", "events", "createdAt",
               "currentServiceDeployment", "placementConstraints", "placementStrategy", "networkConfiguration",
               "healthCheckGracePeriodSeconds", "schedulingStrategy", "deploymentController", "createdBy",
-              "enableECSManagedTags", "propagateTags", "enableExecuteCommand", "availabilityZoneRebalancing"):
+              "enableECSManagedTags", "propagateTags", "enableExecuteCommand", "availabilityZoneRebalancing",
+              "_ctl"):
         if spec.get(k) is not None:
             doc[k] = spec[k]
     return doc

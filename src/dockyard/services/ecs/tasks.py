@@ -42,6 +42,7 @@ from dockyard.services.ecs.common import (
     ClusterRow,
     Doc,
     bump_cluster,
+    cluster_name_from_arn,
     cluster_scoped_arn,
     dumps,
     encode_token,
@@ -75,6 +76,9 @@ TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 _COLS = (tkt.c.arn, tkt.c.cluster_arn, tkt.c.container_instance_arn, tkt.c.desired_status,
          tkt.c.last_status, tkt.c.held, tkt.c.doc)
+
+
+COLUMNS = _COLS  # the columns TaskRow is built from, in its order
 
 
 class TaskRow:
@@ -219,12 +223,23 @@ def transition(tx: Tx, row: TaskRow, now: float, *, desired: str | None = None, 
     row.desired, row.last, row.held_raw = new_d, new_l, held
     row.doc_raw = dumps(doc)
     tx.notify("task", row.arn)
+    _notify_service(tx, row.cluster_arn, doc)
     # Narrower topics for consumers that only care about these (the agent channel's push).
     if new_d != old_d:
         tx.notify("task-desired", row.arn)
     if new_l == "STOPPED" and old_l != "STOPPED":
         tx.notify("task-stopped", row.arn)
     return doc
+
+
+def _notify_service(tx: Tx, cluster_arn: str, doc: Doc) -> None:
+    """A service's task changed: the service scheduler hears it under the service's ARN."""
+    group = doc.get("group") or ""
+    if group.startswith("service:") and doc.get("startedBy", "").startswith("ecs-svc/"):
+        a = arns.parse(cluster_arn)
+        if a is not None:
+            tx.notify("service-task", arns.service(a.region, a.account_id, cluster_name_from_arn(cluster_arn),
+                                                   group[8:]))
 
 
 def record_state(tx: Tx, task_arn: str, last_status: str, now: float, *, reason: str | None = None,
@@ -420,7 +435,7 @@ def compile_rules(constraints: list[Doc], strategies: list[Doc], td: Doc | None 
 
 # -- launching -------------------------------------------------------------------------------------
 
-def _is_external(row: ci.InstanceRow) -> bool:
+def is_external(row: ci.InstanceRow) -> bool:
     return "ecs.capability.external" in row.static().attributes
 
 
@@ -503,6 +518,7 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t["value"])
     tx.notify("task", arn)
     tx.notify("task-desired", arn)
+    _notify_service(tx, cluster.arn, doc)
     # The row as just inserted (no read back); its tags are the ones given.
     row = TaskRow((arn, cluster.arn, inst.arn, "RUNNING", last, held, raw))
     row._doc = doc
@@ -544,11 +560,17 @@ def launch(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, rules: Place
     Returns (tasks as RunTask answers them, failures). Raises InvalidParameterException when
     the cluster has no instance that could take the launch type at all.
     """
-    rows = [r for r in ci.active_in(tx, cluster.arn) if _is_external(r) == (spec.launch_type == "EXTERNAL")]
+    rows = [r for r in ci.active_in(tx, cluster.arn) if is_external(r) == (spec.launch_type == "EXTERNAL")]
     if not rows:
         raise InvalidParameterException("No Container Instances were found in your cluster.")
     return _place_and_create(tx, ctx, cluster, spec, rows, [spec.request(rules)] * count,
                              rules.uses_task_group)
+
+
+def place_on(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, rules: PlacementRules,
+             inst: ci.InstanceRow) -> tuple[list[Doc], list[Doc]]:
+    """Place one copy of ``spec`` on ``inst`` or nowhere (the DAEMON scheduler's launch)."""
+    return _place_and_create(tx, ctx, cluster, spec, [inst], [spec.request(rules)], rules.uses_task_group)
 
 
 def _check_td(tx: Tx, ctx: Ctx, ref: str) -> Doc:
@@ -704,7 +726,7 @@ def start_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         if inst.status == "INACTIVE":
             failures.append({"arn": inst.arn, "reason": "INACTIVE"})
             continue
-        lt = "EXTERNAL" if _is_external(inst) else "EC2"
+        lt = "EXTERNAL" if is_external(inst) else "EC2"
         compat = td.get("compatibilities")
         if compat and lt not in compat and not (lt == "EXTERNAL" and "EC2" in compat):
             raise InvalidParameterException(f"Task definition does not support launch_type {lt}.")

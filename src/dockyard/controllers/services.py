@@ -1,0 +1,150 @@
+"""The service controller: runs the service scheduler's step whenever a service may need one.
+
+Event-driven, no polling: it subscribes to the store's commits and marks a
+service dirty when the service itself changed (``service``: Create/Update/
+DeleteService), one of its tasks changed (``service-task``: started, stopped,
+health), its service deployment got a stop request (``service-deployment``), or
+an instance of its cluster changed (``container-instance``: registered,
+draining, agent gone or back). Dirty services are stepped together, so their
+writes join one group commit. Each step says when it next needs a look with
+nothing else happening; those are kept as timers.
+
+Level-triggered and restart-safe: at start every ACTIVE and DRAINING service is
+stepped, and every ``resync`` seconds all of them are again (this also picks up
+what another server on the same PostgreSQL store changed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+
+from dockyard.services.ecs import service_scheduler
+from dockyard.services.ecs.service_scheduler import Settings
+from dockyard.state import arns
+from dockyard.state.store import Store
+
+log = logging.getLogger(__name__)
+
+RESYNC_SECONDS = 30.0
+ERROR_RETRY_SECONDS = 5.0
+
+
+def _service_of_deployment(sd_arn: str) -> str | None:
+    a = arns.parse(sd_arn)
+    if a is None or a.kind != "service-deployment":
+        return None
+    parts = a.resource.split("/")
+    return arns.service(a.region, a.account_id, parts[0], parts[1]) if len(parts) == 3 else None
+
+
+def _cluster_of_instance(instance_arn: str) -> str | None:
+    a = arns.parse(instance_arn)
+    if a is None or "/" not in a.resource:
+        return None
+    return arns.cluster(a.region, a.account_id, a.resource.split("/", 1)[0])
+
+
+class ServiceController:
+    def __init__(self, store: Store, settings: Settings | None = None, resync: float = RESYNC_SECONDS) -> None:
+        self.store = store
+        self.settings = settings or Settings.from_env()
+        self.resync = resync
+        self.dirty: set[str] = set()
+        self.dirty_clusters: set[str] = set()
+        self.timers: list[tuple[float, str]] = []
+        self.due: dict[str, float] = {}
+        self.wake = asyncio.Event()
+        self.steps = 0  # reconciles run (for benchmarks and tests)
+
+    def on_events(self, events: list[tuple[str, str]]) -> None:
+        """store.subscribe callback (on the loop, after a commit)."""
+        hit = False
+        for topic, key in events:
+            if topic in ("service", "service-task"):
+                self.dirty.add(key)
+                hit = True
+            elif topic == "service-deployment":
+                svc = _service_of_deployment(key)
+                if svc:
+                    self.dirty.add(svc)
+                    hit = True
+            elif topic == "container-instance":
+                cluster = _cluster_of_instance(key)
+                if cluster:
+                    self.dirty_clusters.add(cluster)
+                    hit = True
+        if hit:
+            self.wake.set()
+
+    def _schedule(self, arn: str, at: float | None) -> None:
+        if at is None:
+            return
+        if arn in self.due and self.due[arn] <= at:
+            return
+        self.due[arn] = at
+        heapq.heappush(self.timers, (at, arn))
+
+    def _take_due(self, now: float) -> None:
+        while self.timers and self.timers[0][0] <= now:
+            at, arn = heapq.heappop(self.timers)
+            if self.due.get(arn) == at:
+                del self.due[arn]
+                self.dirty.add(arn)
+
+    async def _step(self, arn: str) -> None:
+        try:
+            nxt = await self.store.write(service_scheduler.reconcile, arn, time.time(), self.settings)
+        except Exception:
+            log.exception("service scheduler step for %s failed; retrying", arn)
+            nxt = time.time() + ERROR_RETRY_SECONDS
+        self.steps += 1
+        self._schedule(arn, nxt)
+
+    async def run(self) -> None:
+        self.dirty.update(self.store.read(service_scheduler.live_services))
+        next_resync = time.monotonic() + self.resync
+        while True:
+            try:
+                next_resync = await self._round(next_resync)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("service controller round failed; trying again")
+                await asyncio.sleep(ERROR_RETRY_SECONDS)
+
+    async def _round(self, next_resync: float) -> float:
+        """Wait for work (an event, a timer, the resync), then step every dirty service."""
+        if not self.dirty and not self.dirty_clusters:
+            now = time.time()
+            timeout = min(next_resync - time.monotonic(),
+                          (self.timers[0][0] - now) if self.timers else self.resync)
+            if timeout > 0:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), timeout)
+                except TimeoutError:
+                    pass
+        if time.monotonic() >= next_resync:
+            next_resync = time.monotonic() + self.resync
+            self.dirty.update(self.store.read(service_scheduler.live_services))
+        self._take_due(time.time())
+        if self.dirty_clusters:
+            clusters, self.dirty_clusters = self.dirty_clusters, set()
+            for c in clusters:
+                self.dirty.update(self.store.read(service_scheduler.services_in, c))
+        batch, self.dirty = self.dirty, set()
+        if batch:
+            # Together: their writes share one group commit.
+            await asyncio.gather(*(self._step(arn) for arn in sorted(batch)))
+        return next_resync
+
+
+async def run(store: Store, settings: Settings | None = None) -> None:
+    controller = ServiceController(store, settings)
+    store.subscribe(controller.on_events)
+    await controller.run()
+
+
