@@ -56,12 +56,21 @@ def limits(desired: int, minimum_pct: int, maximum_pct: int) -> tuple[int, int]:
     return math.ceil(desired * minimum_pct / 100), math.floor(desired * maximum_pct / 100)
 
 
-def _scale_in_order(tasks: Sequence[TaskView]) -> list[TaskView]:
-    """Which tasks go first on scale-in: not healthy ones, then (ECS) those in the zone with
-    the most tasks of the service, then on the instance with the most."""
+def _scale_in_pick(tasks: Sequence[TaskView], n: int) -> list[TaskView]:
+    """The ``n`` tasks to stop first on scale-in: not healthy ones, then (ECS) one from the zone
+    with the most tasks of the service, then from the instance with the most, counted again
+    after each pick so the zones stay balanced."""
     zones = Counter(t.zone for t in tasks)
     hosts = Counter(t.instance for t in tasks)
-    return sorted(tasks, key=lambda t: (t.healthy, t.running, -zones[t.zone], -hosts[t.instance], t.arn))
+    left = list(tasks)
+    out: list[TaskView] = []
+    for _ in range(min(n, len(left))):
+        t = min(left, key=lambda t: (t.healthy, t.running, -zones[t.zone], -hosts[t.instance], t.arn))
+        left.remove(t)
+        out.append(t)
+        zones[t.zone] -= 1
+        hosts[t.instance] -= 1
+    return out
 
 
 def plan_replica(desired: int, minimum_pct: int, maximum_pct: int, primary: str,
@@ -79,7 +88,7 @@ def plan_replica(desired: int, minimum_pct: int, maximum_pct: int, primary: str,
     others = [t for t in tasks if not (t.deployment == primary and not t.retiring and not t.unhealthy)]
 
     if len(keep) > desired:
-        surplus = _scale_in_order(keep)[:len(keep) - desired]
+        surplus = _scale_in_pick(keep, len(keep) - desired)
         plan.stop += [(t.arn, SCALE_IN) for t in surplus]
         gone = {t.arn for t in surplus}
         keep = [t for t in keep if t.arn not in gone]
@@ -95,11 +104,7 @@ def plan_replica(desired: int, minimum_pct: int, maximum_pct: int, primary: str,
             plan.stop.append((t.arn, REPLACED))
         else:
             held.append(t)
-    for t in _scale_in_order(held):
-        if budget <= 0:
-            break
-        plan.stop.append((t.arn, REPLACED))
-        budget -= 1
+    plan.stop += [(t.arn, REPLACED) for t in _scale_in_pick(held, max(budget, 0))]
 
     want = desired - len(keep)
     room = upper - len(tasks) - stopping
@@ -131,7 +136,8 @@ def plan_daemon(eligible: Iterable[str], minimum_pct: int, primary: str, tasks: 
     by_instance: dict[str | None, list[TaskView]] = {}
     for t in tasks:
         by_instance.setdefault(t.instance, []).append(t)
-    healthy = sum(t.healthy for t in tasks if t.instance in wanted_set and not t.retiring)
+    # Healthy instances, not tasks: a duplicate on an instance lends no budget.
+    healthy = len({t.instance for t in tasks if t.instance in wanted_set and t.healthy and not t.retiring})
     budget = healthy - lower
     for inst, ts in by_instance.items():
         if inst not in wanted_set:
@@ -141,7 +147,7 @@ def plan_daemon(eligible: Iterable[str], minimum_pct: int, primary: str, tasks: 
         mine = [t for t in ts if t.deployment == primary and not t.unhealthy]
         old = [t for t in ts if not (t.deployment == primary and not t.unhealthy)]
         if len(mine) > 1:
-            plan.stop += [(t.arn, SCALE_IN) for t in _scale_in_order(mine)[:len(mine) - 1]]
+            plan.stop += [(t.arn, SCALE_IN) for t in _scale_in_pick(mine, len(mine) - 1)]
         for t in old:
             if t.unhealthy:
                 plan.stop.append((t.arn, UNHEALTHY))

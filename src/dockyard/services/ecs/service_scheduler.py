@@ -44,6 +44,7 @@ TROUBLESHOOTING = " For more information, see the Troubleshooting section of the
 REPEAT_SECONDS = 6 * 3600.0  # ECS repeats an unresolved message after six hours
 # Consecutive tasks failing to start before the throttle starts delaying launches.
 THROTTLE_AFTER = 3
+_STOPPED_BATCH = 500
 
 _SVC = prepare(select(st.c.arn, st.c.cluster_arn, st.c.name, st.c.status, st.c.doc)
                .where(st.c.arn == bindparam("a")).with_for_update())
@@ -56,7 +57,7 @@ _STOPPED_SINCE = prepare(
     select(tkt.c.arn, tkt.c.stopped_at, tkt.c.started_by, tkt.c.doc)
     .where(tkt.c.cluster_arn == bindparam("c"), tkt.c.service_name == bindparam("n"),
            tuple_(tkt.c.stopped_at, tkt.c.arn) > tuple_(bindparam("t"), bindparam("k")))
-    .order_by(tkt.c.stopped_at, tkt.c.arn).limit(500))
+    .order_by(tkt.c.stopped_at, tkt.c.arn).limit(bindparam("lim")))
 _NOT_INACTIVE = or_(st.c.status == "ACTIVE", st.c.status == "DRAINING")
 _SERVICES_IN = prepare(select(st.c.arn).where(st.c.cluster_arn == bindparam("c"), _NOT_INACTIVE))
 _ALL_LIVE_SERVICES = prepare(select(st.c.arn).where(_NOT_INACTIVE))
@@ -185,8 +186,11 @@ def _view(step: _Step, t: tasks.TaskRow) -> TaskView:
         else:
             step.wake.append(started + s.stable_seconds)
     inst = step.instance(t.instance_arn)
-    retiring = inst is None or inst.status != "ACTIVE" or step.is_lost(inst)
-    if retiring:
+    lost = inst is None or step.is_lost(inst)
+    # A draining instance's tasks are replaced within the deployment bounds and count as healthy
+    # until then; a lost agent's tasks count for nothing.
+    retiring = lost or inst is None or inst.status != "ACTIVE"
+    if lost:
         healthy = False
     return TaskView(t.arn, d.get("startedBy"), t.instance_arn, d.get("availabilityZone"), running, healthy,
                     unhealthy, retiring)
@@ -197,7 +201,7 @@ def _account_stopped(step: _Step, primary: Doc) -> None:
     for the PRIMARY, the circuit breaker (stage 1); tasks stopped for failed health checks
     feed the breaker once a task of the deployment has run (stage 2)."""
     wm = step.ctl.get("wm") or [float(step.doc.get("createdAt") or 0), ""]
-    rows = step.tx.all(_STOPPED_SINCE, c=step.s.cluster_arn, n=step.name, t=wm[0], k=wm[1])
+    rows = step.tx.all(_STOPPED_SINCE, c=step.s.cluster_arn, n=step.name, t=wm[0], k=wm[1], lim=_STOPPED_BATCH)
     for arn, stopped_at, started_by, raw in rows:
         d = loads(raw)
         wm = [stopped_at, arn]
@@ -215,6 +219,8 @@ def _account_stopped(step: _Step, primary: Doc) -> None:
         elif d.get("stoppedReason") == HEALTH_REASON and mine:
             primary["failedTasks"] = int(primary.get("failedTasks", 0)) + 1
     step.ctl["wm"] = wm
+    if len(rows) == _STOPPED_BATCH:
+        step.wake.append(step.now)  # more to account for: look again at once
 
 
 def _breaker_stage_two(step: _Step, primary: Doc) -> None:
@@ -233,15 +239,44 @@ def _sd_status(step: _Step) -> tuple[str | None, Doc | None]:
     return (row[3], loads(row[4])) if row else (None, None)
 
 
+def _source_revision(step: _Step) -> Doc | None:
+    """Nothing completed yet: the deployment the current service deployment replaced, rebuilt
+    from its service revision."""
+    _, sd = _sd_status(step)
+    sources = (sd or {}).get("sourceServiceRevisions") or []
+    if not sources:
+        return None
+    row = step.tx.one(service_deployments._REV_GET, a=sources[0]["arn"])
+    if row is None:
+        return None
+    rev = loads(row[0])
+    dep: Doc = {"id": "ecs-svc/" + rev["serviceRevisionArn"].rsplit("/", 1)[-1],
+                "taskDefinition": rev.get("taskDefinition")}
+    for k in ("capacityProviderStrategy", "launchType", "platformVersion", "platformFamily",
+              "networkConfiguration"):
+        if k in rev:
+            dep[k] = rev[k]
+    return dep
+
+
 def _start_rollback(step: _Step, primary: Doc, reason: str) -> bool:
-    """A new PRIMARY going back to the last COMPLETED deployment; False when there is none."""
-    target = step.ctl.get("completed")
-    if not target or (target.get("taskDefinition") == primary.get("taskDefinition") and target["id"] == primary["id"]):
+    """Make the last COMPLETED deployment PRIMARY again (the same one while its tasks are still
+    there, else a new one with its settings); False when there is none."""
+    target = step.ctl.get("completed") or _source_revision(step)
+    if not target or target["id"] == primary["id"]:
         return False
-    dep = dict(target)
-    dep.update(id=ids.deployment_id(), status="PRIMARY", desiredCount=step.doc.get("desiredCount", 0),
-               pendingCount=0, runningCount=0, failedTasks=0, createdAt=step.now, updatedAt=step.now,
-               rolloutState="IN_PROGRESS")
+    still = [d for d in step.doc["deployments"][1:] if d["id"] == target["id"]]
+    if still:
+        # Its tasks are still there: it becomes PRIMARY again and keeps them.
+        dep = still[0]
+        step.doc["deployments"].remove(dep)
+        dep.update(status="PRIMARY", desiredCount=step.doc.get("desiredCount", 0), updatedAt=step.now,
+                   rolloutState="IN_PROGRESS")
+    else:
+        dep = dict(target)
+        dep.update(id=ids.deployment_id(), status="PRIMARY", desiredCount=step.doc.get("desiredCount", 0),
+                   pendingCount=0, runningCount=0, failedTasks=0, createdAt=step.now, updatedAt=step.now,
+                   rolloutState="IN_PROGRESS")
     dep["rolloutStateReason"] = f"ECS deployment {dep['id']} in progress."
     primary["status"] = "ACTIVE"
     primary["updatedAt"] = step.now
