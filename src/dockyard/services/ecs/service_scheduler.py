@@ -573,8 +573,11 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
             step.ctl.get("seen", {}).pop("steady", None)
 
     # Older deployments leave the list once none of their tasks is left.
+    # A FAILED one stays listed (ACTIVE, with its reason) until the deployment replacing it completes.
     alive = {t.doc.get("startedBy") for t in live} | {primary["id"]}
-    doc["deployments"] = [d for d in doc["deployments"] if d["id"] in alive]
+    rolling = primary.get("rolloutState") == "IN_PROGRESS"
+    doc["deployments"] = [d for d in doc["deployments"]
+                          if d["id"] in alive or (rolling and d.get("rolloutState") == "FAILED")]
     for d in doc["deployments"][1:]:
         if d["status"] == "PRIMARY":
             d["status"] = "ACTIVE"
