@@ -10,8 +10,12 @@ writes join one group commit. Each step says when it next needs a look with
 nothing else happening; those are kept as timers.
 
 Level-triggered and restart-safe: at start every ACTIVE and DRAINING service is
-stepped, and every ``resync`` seconds all of them are again (this also picks up
-what another server on the same PostgreSQL store changed).
+stepped, and every ``resync`` seconds (``DOCKYARD_SERVICE_RESYNC_SECONDS``,
+default 300) all of them are again: a safety net only, since each server steps
+the services its own commits touched (servers sharing a PostgreSQL store each
+hear their own API calls and their own agents). A step that changes nothing
+writes nothing, but every step is a transaction, so the net is kept coarse: tens
+of thousands of services would otherwise cost a core.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import os
 import time
 
 from dockyard.services.ecs import service_scheduler
@@ -28,7 +33,7 @@ from dockyard.state.store import Store
 
 log = logging.getLogger(__name__)
 
-RESYNC_SECONDS = 30.0
+RESYNC_SECONDS = 300.0
 ERROR_RETRY_SECONDS = 5.0
 
 
@@ -48,10 +53,10 @@ def _cluster_of_instance(instance_arn: str) -> str | None:
 
 
 class ServiceController:
-    def __init__(self, store: Store, settings: Settings | None = None, resync: float = RESYNC_SECONDS) -> None:
+    def __init__(self, store: Store, settings: Settings | None = None, resync: float | None = None) -> None:
         self.store = store
         self.settings = settings or Settings.from_env()
-        self.resync = resync
+        self.resync = resync or float(os.environ.get("DOCKYARD_SERVICE_RESYNC_SECONDS", RESYNC_SECONDS))
         self.dirty: set[str] = set()
         self.dirty_clusters: set[str] = set()
         self.timers: list[tuple[float, str]] = []
