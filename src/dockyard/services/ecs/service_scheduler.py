@@ -214,6 +214,7 @@ def _account_stopped(step: _Step, primary: Doc) -> None:
             continue
         if not ran:
             step.ctl["failures"] = int(step.ctl.get("failures", 0)) + 1
+            step.ctl["failed_at"] = stopped_at
             if mine and step.ctl.get("stage", {}).get(primary["id"], 1) == 1:
                 primary["failedTasks"] = int(primary.get("failedTasks", 0)) + 1
         elif d.get("stoppedReason") == HEALTH_REASON and mine:
@@ -530,6 +531,12 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
         if t.doc.get("startedBy") == primary["id"] and t.last == "RUNNING":
             _breaker_stage_two(step, primary)
             break
+    if step.ctl.get("failures") and any(t.last == "RUNNING" and (t.doc.get("startedAt") or 0) > step.ctl.get(
+            "failed_at", 0) for t in live):
+        # A task started after the last failure: the failures are no longer consecutive.
+        step.ctl["failures"] = 0
+        step.ctl.pop("throttle", None)
+        step.condition("throttle", None)
     if s.status == "ACTIVE":
         _deployment_rules(step, primary)
         primary = doc["deployments"][0]
@@ -555,6 +562,9 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
                                     int(dc.get("maximumPercent", 200)), primary["id"], views,
                                     len(counted_stopping), can_launch=_can_launch(step, primary))
 
+    if primary.get("rolloutState") == "FAILED":
+        # A failed deployment (not rolled back) replaces nothing: what still runs stays.
+        plan.stop = [(arn, why) for arn, why in plan.stop if why != rollout.REPLACED]
     if plan.stop:
         for arn, why in plan.stop:
             tasks.request_stop(tx, by_arn[arn], now, STOP_CODE, _stop_reason(why, primary["id"], settings))
