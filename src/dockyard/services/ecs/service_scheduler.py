@@ -569,6 +569,8 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
         for arn, why in plan.stop:
             tasks.request_stop(tx, by_arn[arn], now, STOP_CODE, _stop_reason(why, primary["id"], settings))
         step.event(f"has stopped {len(plan.stop)} running tasks: {_task_ids([a for a, _ in plan.stop])}.")
+        # A task of a lost agent frees its slot at once (no report will come): look again now.
+        step.wake.append(now)
     if s.status == "ACTIVE":
         if plan.targets:
             _launch_daemon(step, cluster, primary, daemon_rows, plan.targets)
