@@ -399,3 +399,22 @@ def test_server_kill_9_mid_rollout_resumes_without_duplicates(key, pool, tmp_pat
         assert len(ever) == 6
     finally:
         srv.cleanup()
+
+
+def test_tasks_that_run_then_die_are_replaced_unthrottled_and_events_are_capped_newest_first(srv, key, pool):
+    f = Fleet(srv, key, pool, 1)
+    td = f.taskdef({"FAKE_EXIT_AFTER": "0.02", "FAKE_EXIT_CODE": "1"})
+    f.ecs.create_service(cluster=f.cluster, serviceName="s", taskDefinition=td, desiredCount=1)
+    # Each task reaches RUNNING and exits at once; every replacement writes "has started 1 tasks".
+    wait_until(lambda: len(f.service()["events"]) == 100, 60, "100 events written")
+    oldest = f.service()["events"][-1]["id"]
+    # More keep coming; the oldest ones are dropped.
+    wait_until(lambda: f.service()["events"][-1]["id"] != oldest, 30, "the oldest event dropped")
+    events = f.service()["events"]
+    assert len(events) == 100
+    times = [e["createdAt"] for e in events]
+    assert times == sorted(times, reverse=True)
+    assert len({e["id"] for e in events}) == 100
+    assert "(service s) is unable to consistently start tasks successfully." not in [e["message"] for e in events]
+    stopped = f.tasks(status="STOPPED")
+    assert all(t["stopCode"] == "EssentialContainerExited" for t in stopped)
