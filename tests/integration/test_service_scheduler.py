@@ -418,3 +418,19 @@ def test_tasks_that_run_then_die_are_replaced_unthrottled_and_events_are_capped_
     assert "(service s) is unable to consistently start tasks successfully." not in [e["message"] for e in events]
     stopped = f.tasks(status="STOPPED")
     assert all(t["stopCode"] == "EssentialContainerExited" for t in stopped)
+
+
+def test_unhealthy_results_are_ignored_during_the_health_check_grace_period(srv, key, pool):
+    f = Fleet(srv, key, pool, 1)
+    td = f.taskdef({"FAKE_HEALTH": "unhealthy"}, health=True)
+    f.ecs.create_service(cluster=f.cluster, serviceName="s", taskDefinition=td, desiredCount=1,
+                         healthCheckGracePeriodSeconds=2)
+    first = wait_until(lambda: next(iter(f.running()), None), 10, "the first task RUNNING")
+    assert first["healthStatus"] in ("UNHEALTHY", "UNKNOWN")
+
+    def stopped() -> dict[str, Any] | None:
+        t = f.ecs.describe_tasks(cluster=f.cluster, tasks=[first["taskArn"]])["tasks"][0]
+        return t if t["lastStatus"] == "STOPPED" else None
+    t = wait_until(stopped, 10, "the unhealthy task stopped after the grace period")
+    assert t["stoppedReason"] == "Task failed container health checks"
+    assert (t["stoppingAt"] - t["startedAt"]).total_seconds() >= 2.0
