@@ -427,41 +427,30 @@ def _started(step: _Step, created: list[Doc]) -> None:
         step.event(f"has started {len(created)} tasks: {_task_ids([t['taskArn'] for t in created])}.")
 
 
-def _launch_replica(step: _Step, cluster: ClusterRow, dep: Doc, count: int) -> None:
+def _launch(step: _Step, cluster: ClusterRow, dep: Doc, count: int,
+            targets: list[ci.InstanceRow] | None = None) -> None:
+    """Start ``count`` tasks of ``dep`` wherever placement puts them, or one on each of
+    ``targets`` (DAEMON); a failure to place is an event and a retry."""
     got = _launch_spec(step, cluster, dep)
     if isinstance(got, str):
         step.condition("place", f"was unable to place a task. Reason: {got}")
         step.wake.append(step.now + step.settings.retry_seconds)
-        return
-    spec, rules = got
-    try:
-        created, failures = tasks.launch(step.tx, step.ctx, cluster, spec, rules, count)
-    except tasks.InvalidParameterException:
-        created, failures = [], []
-        step.condition("place", _placement_message([], True))
-        step.wake.append(step.now + step.settings.retry_seconds)
-        return
-    _started(step, created)
-    if failures:
-        step.condition("place", _placement_message(failures, False))
-        step.wake.append(step.now + step.settings.retry_seconds)
-    else:
-        step.condition("place", None)
-
-
-def _launch_daemon(step: _Step, cluster: ClusterRow, dep: Doc, rows: dict[str, ci.InstanceRow],
-                   targets: list[str]) -> None:
-    got = _launch_spec(step, cluster, dep)
-    if isinstance(got, str):
-        step.condition("place", f"was unable to place a task. Reason: {got}")
         return
     spec, rules = got
     created: list[Doc] = []
     failures: list[Doc] = []
-    for arn in targets:
-        c, f = tasks.place_on(step.tx, step.ctx, cluster, spec, rules, rows[arn])
-        created += c
-        failures += f
+    if targets is None:
+        try:
+            created, failures = tasks.launch(step.tx, step.ctx, cluster, spec, rules, count)
+        except tasks.InvalidParameterException:
+            step.condition("place", _placement_message([], True))
+            step.wake.append(step.now + step.settings.retry_seconds)
+            return
+    else:
+        for row in targets:
+            c, f = tasks.place_on(step.tx, step.ctx, cluster, spec, rules, row)
+            created += c
+            failures += f
     _started(step, created)
     if failures:
         step.condition("place", _placement_message(failures, False))
@@ -573,9 +562,9 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
         step.wake.append(now)
     if s.status == "ACTIVE":
         if plan.targets:
-            _launch_daemon(step, cluster, primary, daemon_rows, plan.targets)
+            _launch(step, cluster, primary, len(plan.targets), [daemon_rows[a] for a in plan.targets])
         elif plan.launch:
-            _launch_replica(step, cluster, primary, plan.launch)
+            _launch(step, cluster, primary, plan.launch)
         step.condition("stuck", "was unable to stop or start tasks during a deployment because of the service "
                                 "deployment configuration. Update the minimumHealthyPercent or maximumPercent "
                                 "value and try again." if plan.stuck else None)
