@@ -229,3 +229,79 @@ idempotency = Table(
     Column("response", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
 )
+
+# -- ECR ---------------------------------------------------------------------------------------
+# Blobs live on disk, content-addressed (dockyard/registry/blobs.py); these tables say which
+# repository holds what. A repository's name is unique per account and region.
+
+ecr_repositories = Table(
+    "ecr_repositories", metadata,
+    Column("arn", String(512), primary_key=True),
+    Column("account_id", String(12), nullable=False),
+    Column("region", String(32), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("created_at", Float, nullable=False),
+    # The Repository in its wire shape (repositoryUri, imageTagMutability, scanning, encryption).
+    Column("doc", LargeBinary, nullable=False),
+    # The repository policy and lifecycle policy texts as given (JSON), or NULL.
+    Column("policy", LargeBinary),
+    Column("lifecycle_policy", LargeBinary),
+    Column("lifecycle_updated_at", Float),
+    UniqueConstraint("account_id", "region", "name", name="uq_ecr_repositories_name"),
+)
+
+# One row per image manifest (an image or an image index) in a repository.
+ecr_images = Table(
+    "ecr_images", metadata,
+    Column("repository_arn", String(512), primary_key=True),
+    Column("digest", String(80), primary_key=True),  # sha256:<64 hex> of the manifest bytes
+    Column("media_type", String(128), nullable=False),
+    Column("artifact_media_type", String(128)),       # the config's media type, when it has one
+    Column("manifest", LargeBinary, nullable=False),  # the exact bytes pushed
+    Column("size", Integer, nullable=False),          # imageSizeInBytes: config + layers
+    Column("pushed_at", Float, nullable=False),
+    Column("last_pulled_at", Float),
+    # Scan status and findings, other per-image facts (wire shapes).
+    Column("doc", LargeBinary, nullable=False),
+    Index("ix_ecr_images_pushed", "repository_arn", "pushed_at"),
+)
+
+ecr_image_tags = Table(
+    "ecr_image_tags", metadata,
+    Column("repository_arn", String(512), primary_key=True),
+    Column("tag", String(300), primary_key=True),
+    Column("digest", String(80), nullable=False),
+    Index("ix_ecr_image_tags_digest", "repository_arn", "digest"),
+)
+
+# Blobs a repository holds (uploaded to it, mounted into it, or referenced by its manifests):
+# what BatchCheckLayerAvailability and blob GETs answer from.
+ecr_layers = Table(
+    "ecr_layers", metadata,
+    Column("repository_arn", String(512), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("size", Integer, nullable=False),
+    Column("media_type", String(128)),
+    Column("created_at", Float, nullable=False),
+    Index("ix_ecr_layers_digest", "digest"),
+)
+
+# Which blobs and child manifests each manifest references (garbage collection marks from here).
+ecr_image_refs = Table(
+    "ecr_image_refs", metadata,
+    Column("repository_arn", String(512), primary_key=True),
+    Column("image_digest", String(80), primary_key=True),
+    Column("ref_digest", String(80), primary_key=True),
+    Index("ix_ecr_image_refs_ref", "ref_digest"),
+)
+
+# Upload sessions (ECR's InitiateLayerUpload and the registry's /v2/.../blobs/uploads/).
+ecr_uploads = Table(
+    "ecr_uploads", metadata,
+    Column("upload_id", String(64), primary_key=True),
+    Column("repository_arn", String(512), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("size", Integer, nullable=False),  # bytes received so far
+    Index("ix_ecr_uploads_updated", "updated_at"),
+)

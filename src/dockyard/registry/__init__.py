@@ -1,0 +1,1 @@
+"""The image registry: OCI Distribution storage and manifests, behind the ECR API."""
