@@ -44,14 +44,18 @@ class ServerConfig:
 
 
 def build_app(store: Store) -> App:
+    from dockyard.services.ecr import ecr
     from dockyard.services.ecs import ecs
 
     session = botocore.session.get_session()
-    ecs_model = session.get_service_model("ecs")
-    # Accept/reject decided by validators compiled from the model (same decisions as botocore's
-    # ParamValidator, ~10x faster); ParamValidator still words the error on reject.
-    validator = Validator(ecs_model, compiled=compiled_validators(ecs_model))
-    return App(store, [JsonProtocol(ecs_model, ecs, store, validator)])
+    protocols = []
+    for name, registry in (("ecs", ecs), ("ecr", ecr)):
+        model = session.get_service_model(name)
+        # Accept/reject decided by validators compiled from the model (same decisions as botocore's
+        # ParamValidator, ~10x faster); ParamValidator still words the error on reject.
+        validator = Validator(model, compiled=compiled_validators(model))
+        protocols.append(JsonProtocol(model, registry, store, validator))
+    return App(store, protocols)
 
 
 def read_credentials(data_dir: Path) -> tuple[str, str] | None:
@@ -89,6 +93,9 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     from granian.server.embed import Server
 
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    from dockyard.services.ecr import config as ecr_config
+
+    ecr_config.set_registry_host(cfg.host, cfg.port)
     store = Store(cfg.url)
     store.migrate()
     keys.ensure_root(store, cfg.data_dir)
