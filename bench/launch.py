@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +34,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
+
+from lib.docker_agent import bare_run, shut_down, start_agent, summary, wait_connected  # noqa: E402
 
 from tests.helpers.images import busybox_image  # noqa: E402
 from tests.helpers.server import ServerProcess  # noqa: E402
@@ -48,45 +49,6 @@ LABEL = "io.dockyard.bench=launch"
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def create_agent_key(server: ServerProcess) -> tuple[str, str]:
-    out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "keys", "--data-dir", str(server.data_dir),
-                          "create", "--user", "bench-agent"], check=True, capture_output=True, text=True).stdout
-    kv = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
-    return kv["AWS_ACCESS_KEY_ID"], kv["AWS_SECRET_ACCESS_KEY"]
-
-
-def start_agent(server: ServerProcess, data_dir: Path, cluster: str, pull: str) -> subprocess.Popen[bytes]:
-    key, secret = create_agent_key(server)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret}
-    log_file = open(data_dir / "agent.log", "ab")  # noqa: SIM115  (the child keeps it)
-    return subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "agent", "--server", server.endpoint,
-                             "--cluster", cluster, "--data-dir", str(data_dir / "agent"), "--driver", "docker",
-                             "--bind-ip", "127.0.0.1", "--pull-behavior", pull],
-                            stdout=log_file, stderr=subprocess.STDOUT, env=env)
-
-
-def wait_connected(ecs: Any, cluster: str, timeout: float = 30.0) -> str:
-    """The ARN of the cluster's one container instance, once its agent is connected."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        arns = ecs.list_container_instances(cluster=cluster)["containerInstanceArns"]
-        if arns:
-            d = ecs.describe_container_instances(cluster=cluster, containerInstances=arns)
-            if all(ci["agentConnected"] for ci in d["containerInstances"]):
-                return str(arns[0])
-        time.sleep(0.1)
-    raise RuntimeError("the agent did not connect")
-
-
-def bare_run(image: str) -> float:
-    t0 = time.perf_counter()
-    cid = subprocess.run(["docker", "run", "-d", "--label", LABEL, image, "sleep", "3600"], check=True,
-                         capture_output=True, text=True).stdout.strip()
-    dt = time.perf_counter() - t0
-    subprocess.run(["docker", "rm", "-f", cid], check=True, capture_output=True)
-    return dt
 
 
 def dockyard_run(ecs: Any, cluster: str, td: str) -> float:
@@ -109,12 +71,6 @@ def dockyard_run(ecs: Any, cluster: str, td: str) -> float:
     if runtime_id:
         subprocess.run(["docker", "rm", "-f", runtime_id], check=True, capture_output=True)
     return dt
-
-
-def summary(xs: list[float]) -> dict[str, float]:
-    s = sorted(xs)
-    return {"min_ms": s[0] * 1e3, "median_ms": statistics.median(s) * 1e3,
-            "p90_ms": s[min(len(s) - 1, int(0.9 * len(s)))] * 1e3}
 
 
 def main() -> int:
@@ -140,12 +96,12 @@ def main() -> int:
                                                     "command": ["sleep", "3600"], "memory": 32}],
         )["taskDefinition"]["taskDefinitionArn"]
         # Warm both paths once (page cache, the agent's first pull check).
-        bare_run(image)
+        bare_run(image, LABEL)
         dockyard_run(ecs, cluster, td)
         bare: list[float] = []
         dock: list[float] = []
         for i in range(args.rounds):
-            order = [("bare", lambda: bare.append(bare_run(image))),
+            order = [("bare", lambda: bare.append(bare_run(image, LABEL))),
                      ("dockyard", lambda: dock.append(dockyard_run(ecs, cluster, td)))]
             if i % 2:
                 order.reverse()
@@ -167,16 +123,8 @@ def main() -> int:
                                   indent=2))
         return 0
     finally:
-        if agent is not None:
-            agent.terminate()
-            agent.wait(timeout=15)
-        server.stop()
         # What this run started: bare containers by our label, the agent's by the cluster label.
-        for label in (LABEL, f"io.dockyard.container-instance={instance}"):
-            ids = subprocess.run(["docker", "ps", "-aq", "--filter", f"label={label}"],
-                                 capture_output=True, text=True).stdout.split()
-            if ids:
-                subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
+        shut_down(agent, server, [LABEL, f"io.dockyard.container-instance={instance}"])
 
 
 if __name__ == "__main__":

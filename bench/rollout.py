@@ -68,7 +68,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,24 +90,13 @@ POLL = 0.02
 class CountingServer(ServerProcess):
     """ServerProcess started through bench/lib/counting_server.py (the controller's step counter)."""
 
-    def start(self, timeout: float = 30.0) -> CountingServer:
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
         self.stats_path = self.data_dir / "controller-stats.json"
-        cmd = [sys.executable, str(HERE / "lib" / "counting_server.py"), str(self.stats_path), "--", "server",
-               "--port", str(self.port), "--data-dir", str(self.data_dir)]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(self.endpoint + "/ping", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"server did not start:\n{self.log_path.read_text()}")
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(HERE / "lib" / "counting_server.py"), str(self.stats_path), "--", "server",
+                "--port", str(self.port), "--data-dir", str(self.data_dir)]
 
     def stats(self) -> dict[str, Any]:
         """The controller's counters, fresh (waits for the next write, at most 50 ms old)."""

@@ -15,23 +15,13 @@ is removed at the end.
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dockyard.agent import protocol
-from dockyard.agent.protocol import LABEL_INSTANCE, LABEL_TASK_ARN
+from tests.helpers.docker_env import DockerAgentEnv, docker, inspect, wait_until
 from tests.helpers.images import busybox_image
-from tests.helpers.server import ServerProcess
-from tests.helpers.wait import wait_until as _wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
@@ -42,82 +32,15 @@ MISSING_IMAGE = "127.0.0.1:5999/dockyard-test/missing:nope"
 BREAKER_REASON = "ECS deployment circuit breaker: tasks failed to start."
 
 
-def _docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False).stdout
-
-
-def wait_until(fn, timeout=30.0, what="condition", interval=0.1):
-    return _wait_until(fn, timeout, what, interval)
-
-
-def inspect(cid: str) -> dict[str, Any]:
-    out = _docker("inspect", cid)
-    return json.loads(out)[0] if out.strip() else {}
-
-
-class Env:
+class Env(DockerAgentEnv):
     """The module's server, its agent process, a cluster."""
 
     def __init__(self, image: str) -> None:
-        self.image = image
-        self._tmp = tempfile.TemporaryDirectory(prefix="dockyard-services-docker-")
-        root = Path(self._tmp.name)
-        self.server = ServerProcess(data_dir=root / "server", env={
-            protocol.HEARTBEAT_ENV: str(HEARTBEAT),
-            "DOCKYARD_SERVICE_STABLE_SECONDS": str(STABLE_SECONDS),
-            "DOCKYARD_SERVICE_RETRY_SECONDS": "1",
-        }).start()
-        self.ecs = self.server.client("ecs")
-        self.cluster = "svc-docker-" + uuid.uuid4().hex[:8]
-        self.ecs.create_cluster(clusterName=self.cluster)
-        out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "keys", "--data-dir",
-                              str(self.server.data_dir), "create", "--user", "agent"],
-                             capture_output=True, text=True, check=True).stdout
-        kv = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
-        self.key, self.secret = kv["AWS_ACCESS_KEY_ID"], kv["AWS_SECRET_ACCESS_KEY"]
-        self.agent_dir = root / "agent"
-        self.agent_log = root / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.instance_arn: str | None = None
-
-    # -- the agent process ----------------------------------------------------------------------
-
-    def start_agent(self) -> str:
-        cmd = [sys.executable, "-m", "dockyard.cli.main", "agent", "--server", self.server.endpoint,
-               "--cluster", self.cluster, "--data-dir", str(self.agent_dir), "--driver", "docker",
-               "--bind-ip", "127.0.0.1", "--pull-behavior", "prefer-cached"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_PROFILE", "AWS_SHARED"))}
-        env.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret, AWS_EC2_METADATA_DISABLED="true",
-                   **{protocol.HEARTBEAT_ENV: str(HEARTBEAT)})
-        with open(self.agent_log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.instance_arn = wait_until(self._connected_instance, timeout=30, what="the agent to connect")
-        return self.instance_arn
-
-    def _connected_instance(self) -> str | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the agent exited ({self.proc.returncode}):\n{self.log()}")
-        arns = self.ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]
-        if len(arns) == 1:
-            ci = self.ecs.describe_container_instances(cluster=self.cluster, containerInstances=arns)
-            if ci["containerInstances"][0]["agentConnected"]:
-                return arns[0]
-        return None
-
-    def stop_agent(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def log(self) -> str:
-        agent = self.agent_log.read_text(errors="replace")[-4000:] if self.agent_log.exists() else ""
-        server = self.server.log_path.read_text(errors="replace")[-4000:] if self.server.log_path.exists() else ""
-        return f"--- agent log ---\n{agent}\n--- server log ---\n{server}"
+        super().__init__(image, prefix="dockyard-services-docker-", cluster_prefix="svc-docker-",
+                         heartbeat=HEARTBEAT, server_env={
+                             "DOCKYARD_SERVICE_STABLE_SECONDS": str(STABLE_SECONDS),
+                             "DOCKYARD_SERVICE_RETRY_SECONDS": "1",
+                         })
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -140,9 +63,6 @@ class Env:
             return []
         return self.ecs.describe_tasks(cluster=self.cluster, tasks=arns)["tasks"]
 
-    def task(self, arn: str) -> dict[str, Any]:
-        return self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
-
     def wait_completed(self, name: str, count: int, timeout: float = 40.0) -> dict[str, Any]:
         def check():
             s = self.service(name)
@@ -156,36 +76,17 @@ class Env:
         except AssertionError as e:
             raise AssertionError(f"{e}: {self.service(name)}\n{self.log()}") from None
 
-    def docker_ids(self, task_arn: str, all_: bool = True) -> list[str]:
-        args = ["ps", "-q", "--no-trunc", "--filter", f"label={LABEL_TASK_ARN}={task_arn}"]
-        if all_:
-            args.insert(1, "-a")
-        return sorted(_docker(*args).split())
-
     def delete_service(self, name: str) -> None:
         try:
             self.ecs.delete_service(cluster=self.cluster, service=name, force=True)
         except Exception:  # best effort: the module's cleanup removes the containers
             pass
 
-    def cleanup(self) -> None:
-        self.stop_agent()
-        self.server.stop()
-        if self.instance_arn:
-            ids = _docker("ps", "-aq", "--filter", f"label={LABEL_INSTANCE}={self.instance_arn}").split()
-            if ids:
-                _docker("rm", "-fv", *ids)
-        self._tmp.cleanup()
-
 
 @pytest.fixture(scope="module")
 def env():
-    e = Env(busybox_image())
-    try:
-        e.start_agent()
+    with Env(busybox_image()).agent_running() as e:
         yield e
-    finally:
-        e.cleanup()
 
 
 def messages(svc: dict[str, Any]) -> list[str]:
@@ -212,7 +113,7 @@ def test_replica_service_replaces_a_killed_task(env):
 
         victim = sorted(before)[0]
         (cid,) = env.docker_ids(victim, all_=False)
-        _docker("kill", cid)
+        docker("kill", cid)
 
         t = wait_until(lambda: (t := env.task(victim))["lastStatus"] == "STOPPED" and t, 20,
                        "the killed task to stop")
@@ -253,7 +154,7 @@ def breaker_scenario(env) -> dict[str, Any] | None:
     family = "cb-" + uuid.uuid4().hex[:8]
     good = env.task_definition(family=family)
     bad = env.task_definition(image=MISSING_IMAGE, family=family)
-    assert not _docker("images", "-q", MISSING_IMAGE).strip(), "the missing image must not be in the cache"
+    assert not docker("images", "-q", MISSING_IMAGE).strip(), "the missing image must not be in the cache"
     env.ecs.create_service(
         cluster=env.cluster, serviceName=name, taskDefinition=good, desiredCount=2, launchType="EC2",
         deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True},

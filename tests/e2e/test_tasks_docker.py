@@ -10,42 +10,21 @@ the server, so they run last. Every container the agent created (label
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dockyard.agent import protocol
-from dockyard.agent.protocol import LABEL_INSTANCE, LABEL_TASK_ARN
+from tests.helpers.docker_env import DockerAgentEnv, inspect, wait_until
 from tests.helpers.images import busybox_image
-from tests.helpers.server import ServerProcess
-from tests.helpers.wait import wait_until as _wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(180)]
 
 HEARTBEAT = 1.0  # the server's silence limit is 3 x this
-
-
-def _docker(*args: str) -> str:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=60, check=False).stdout
-
-
-def wait_until(fn, timeout=20.0, what="condition", interval=0.1):
-    return _wait_until(fn, timeout, what, interval)
-
-def inspect(cid: str) -> dict[str, Any]:
-    out = _docker("inspect", cid)
-    return json.loads(out)[0] if out.strip() else {}
 
 
 def _parse_time(s: str) -> datetime:
@@ -61,48 +40,13 @@ def started_at(cid: str) -> datetime:
     return _parse_time(inspect(cid)["State"]["StartedAt"])
 
 
-class Env:
+class Env(DockerAgentEnv):
     """The module's server, its agent process, a cluster."""
 
     def __init__(self, image: str) -> None:
-        self.image = image
-        self._tmp = tempfile.TemporaryDirectory(prefix="dockyard-tasks-docker-")
-        root = Path(self._tmp.name)
-        self.server = ServerProcess(data_dir=root / "server", env={protocol.HEARTBEAT_ENV: str(HEARTBEAT)}).start()
-        self.ecs = self.server.client("ecs")
-        self.cluster = "docker-" + uuid.uuid4().hex[:8]
-        self.ecs.create_cluster(clusterName=self.cluster)
-        out = subprocess.run([sys.executable, "-m", "dockyard.cli.main", "keys", "--data-dir",
-                              str(self.server.data_dir), "create", "--user", "agent"],
-                             capture_output=True, text=True, check=True).stdout
-        kv = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines() if "=" in line)
-        self.key, self.secret = kv["AWS_ACCESS_KEY_ID"], kv["AWS_SECRET_ACCESS_KEY"]
-        self.agent_dir = root / "agent"
-        self.agent_log = root / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.instance_arn: str | None = None
+        super().__init__(image, prefix="dockyard-tasks-docker-", cluster_prefix="docker-", heartbeat=HEARTBEAT)
 
     # -- the agent process ----------------------------------------------------------------------
-
-    def start_agent(self) -> str:
-        cmd = [sys.executable, "-m", "dockyard.cli.main", "agent", "--server", self.server.endpoint,
-               "--cluster", self.cluster, "--data-dir", str(self.agent_dir), "--driver", "docker",
-               "--bind-ip", "127.0.0.1", "--pull-behavior", "prefer-cached"]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_PROFILE", "AWS_SHARED"))}
-        env.update(AWS_ACCESS_KEY_ID=self.key, AWS_SECRET_ACCESS_KEY=self.secret, AWS_EC2_METADATA_DISABLED="true",
-                   **{protocol.HEARTBEAT_ENV: str(HEARTBEAT)})
-        with open(self.agent_log, "ab") as log:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.instance_arn = wait_until(self._connected_instance, timeout=30, what="the agent to connect")
-        return self.instance_arn
-
-    def _connected_instance(self) -> str | None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"the agent exited ({self.proc.returncode}):\n{self.log()}")
-        arns = self.ecs.list_container_instances(cluster=self.cluster)["containerInstanceArns"]
-        if len(arns) == 1 and self.instance(arns[0])["agentConnected"]:
-            return arns[0]
-        return None
 
     def kill9_agent(self) -> None:
         assert self.proc is not None
@@ -110,25 +54,10 @@ class Env:
         self.proc.wait(timeout=10)
         self.proc = None
 
-    def stop_agent(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
     def log(self) -> str:
-        return self.agent_log.read_text(errors="replace")[-6000:] if self.agent_log.exists() else ""
+        return self.agent_log_tail(6000)
 
     # -- the API ----------------------------------------------------------------------------------
-
-    def instance(self, arn: str | None = None) -> dict[str, Any]:
-        return self.ecs.describe_container_instances(cluster=self.cluster,
-                                                     containerInstances=[arn or self.instance_arn])[
-            "containerInstances"][0]
 
     def container(self, name: str, command: list[str], **kw: Any) -> dict[str, Any]:
         # A command run as PID 1 with no TERM handler (sleep, httpd, sh) ignores TERM, so StopTask
@@ -144,9 +73,6 @@ class Env:
         assert not r.get("failures"), r["failures"]
         return r["tasks"][0]["taskArn"]
 
-    def task(self, arn: str) -> dict[str, Any]:
-        return self.ecs.describe_tasks(cluster=self.cluster, tasks=[arn])["tasks"][0]
-
     def wait(self, arn: str, status: str, timeout: float = 30.0) -> dict[str, Any]:
         def check():
             t = self.task(arn)
@@ -161,30 +87,11 @@ class Env:
         except AssertionError as e:
             raise AssertionError(f"{e}: {self.task(arn)}\nagent log:\n{self.log()}") from None
 
-    def docker_ids(self, task_arn: str, all_: bool = True) -> list[str]:
-        args = ["ps", "-q", "--no-trunc", "--filter", f"label={LABEL_TASK_ARN}={task_arn}"]
-        if all_:
-            args.insert(1, "-a")
-        return sorted(_docker(*args).split())
-
-    def cleanup(self) -> None:
-        self.stop_agent()
-        self.server.stop()
-        if self.instance_arn:
-            ids = _docker("ps", "-aq", "--filter", f"label={LABEL_INSTANCE}={self.instance_arn}").split()
-            if ids:
-                _docker("rm", "-fv", *ids)
-        self._tmp.cleanup()
-
 
 @pytest.fixture(scope="module")
 def env():
-    e = Env(busybox_image())
-    try:
-        e.start_agent()
+    with Env(busybox_image()).agent_running() as e:
         yield e
-    finally:
-        e.cleanup()
 
 
 def by_name(task: dict[str, Any]) -> dict[str, dict[str, Any]]:

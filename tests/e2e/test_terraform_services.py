@@ -132,6 +132,18 @@ class Background:
             raise self.error
 
 
+def timed_step(tf: RolloutTerraform, helper: Callable[[threading.Event], None], label: str, *args: str) -> float:
+    """The seconds ``tf.step(label, *args)`` took, with ``helper`` running on a Background thread meanwhile
+    (joined after the step, re-raising what it raised)."""
+    bg = Background(helper)
+    try:
+        t0 = time.monotonic()
+        tf.step(label, *args)
+        return time.monotonic() - t0
+    finally:
+        bg.join()
+
+
 def poll(stop: threading.Event, cond: Callable[[], bool], timeout: float, what: str) -> bool:
     """Until ``cond()`` (True) or ``stop`` is set (False); AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -184,13 +196,7 @@ def test_service_rollout_waits_for_steady_state(srv: ServerProcess, pool: AgentP
     tf.step("init", "init")
 
     # -- create: apply returns once both tasks run ----------------------------------------
-    joiner = Background(start_agents)
-    try:
-        t0 = time.monotonic()
-        tf.step("create", "apply", "-auto-approve")
-        create_seconds = time.monotonic() - t0
-    finally:
-        joiner.join()
+    create_seconds = timed_step(tf, start_agents, "create", "apply", "-auto-approve")
     assert len(agents) == 2
     out = {k: v["value"] for k, v in json.loads(tf.run("output", "-json").stdout).items()}
     td1 = out["task_definition_arn"]
@@ -275,13 +281,7 @@ def test_service_rollout_waits_for_steady_state(srv: ServerProcess, pool: AgentP
                 a.stop()
                 ecs.deregister_container_instance(cluster=name, containerInstance=a.instance_arn, force=True)
 
-    retirer = Background(retire_instances)
-    try:
-        t0 = time.monotonic()
-        tf.step("destroy", "destroy", "-auto-approve")
-        destroy_seconds = time.monotonic() - t0
-    finally:
-        retirer.join()
+    destroy_seconds = timed_step(tf, retire_instances, "destroy", "destroy", "-auto-approve")
 
     assert service_gone()
     assert out["cluster_arn"] not in ecs.list_clusters()["clusterArns"]

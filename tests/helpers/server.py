@@ -42,11 +42,17 @@ class ServerProcess:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def command(self) -> list[str]:
+        """The server's command line (a subclass may run the server through a wrapper script)."""
         cmd = [sys.executable, "-m", "dockyard.cli.main", "server", "--port", str(self.port),
                "--data-dir", str(self.data_dir)]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        return cmd
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start ``command()`` and wait until the server answers /ping."""
+        cmd = self.command()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, or_, select, tuple_
 
@@ -107,6 +108,7 @@ class _Step:
         assert a is not None
         self.ctx = Ctx(a.account_id, a.region, self.doc.get("createdBy") or "", "", now)
         self._instances: dict[str, ci.InstanceRow | None] = {}
+        self.sd_cache: tuple[str, str | None, Doc | None] | None = None
 
     # -- events ----------------------------------------------------------------
     def event(self, message: str) -> None:
@@ -233,11 +235,25 @@ def _breaker_stage_two(step: _Step, primary: Doc) -> None:
 
 
 def _sd_status(step: _Step) -> tuple[str | None, Doc | None]:
+    """The current service deployment's status and document (read once per step, until it changes)."""
     arn = step.doc.get("currentServiceDeployment")
     if not arn:
         return None, None
-    row = step.tx.one(service_deployments._SD_GET, a=arn)
-    return (row[3], loads(row[4])) if row else (None, None)
+    hit = step.sd_cache
+    if hit is None or hit[0] != arn:
+        row = step.tx.one(service_deployments._SD_GET, a=arn)
+        hit = step.sd_cache = (arn, row[3] if row else None, loads(row[4]) if row else None)
+    return hit[1], hit[2]
+
+
+def _sd_rewrite(step: _Step, sd_arn: str, fn: Any) -> None:
+    step.sd_cache = None
+    service_deployments._rewrite(step.tx, sd_arn, fn)
+
+
+def _sd_set(step: _Step, sd_arn: str, status: str, reason: str | None = None) -> None:
+    step.sd_cache = None
+    service_deployments.set_status(step.tx, step.now, sd_arn, status, reason)
 
 
 def _source_revision(step: _Step) -> Doc | None:
@@ -294,7 +310,7 @@ def _start_rollback(step: _Step, primary: Doc, reason: str) -> bool:
             d["status"] = "ROLLBACK_IN_PROGRESS"
             d["updatedAt"] = step.now
             d["rollback"] = {"reason": reason, "startedAt": step.now, "serviceRevisionArn": rev}
-        service_deployments._rewrite(step.tx, sd_arn, mark)
+        _sd_rewrite(step, sd_arn, mark)
     step.event(f"rolling back to deployment {target['id']}.")
     return True
 
@@ -311,9 +327,9 @@ def _fail(step: _Step, primary: Doc, reason: str, event: str, rollback: bool) ->
             if cb and cb.get("status") == "MONITORING":
                 cb["status"] = "TRIGGERED"
                 cb["failureCount"] = primary.get("failedTasks", 0)
-        service_deployments._rewrite(step.tx, sd_arn, trip)
+        _sd_rewrite(step, sd_arn, trip)
     if not (rollback and _start_rollback(step, primary, reason)) and sd_arn:
-        service_deployments.set_status(step.tx, step.now, sd_arn, "STOPPED", reason)
+        _sd_set(step, sd_arn, "STOPPED", reason)
 
 
 def _deployment_rules(step: _Step, primary: Doc) -> None:
@@ -326,7 +342,7 @@ def _deployment_rules(step: _Step, primary: Doc) -> None:
         primary["rolloutState"] = "FAILED"
         primary["rolloutStateReason"] = "ECS deployment stopped: rollback requested."
         if not _start_rollback(step, primary, reason):
-            service_deployments.set_status(step.tx, step.now, step.doc["currentServiceDeployment"],
+            _sd_set(step, step.doc["currentServiceDeployment"],
                                            "ROLLBACK_FAILED", "There is no completed deployment to roll back to.")
         return
     if status == "STOP_REQUESTED":
@@ -486,9 +502,9 @@ def _complete(step: _Step, primary: Doc) -> None:
         if sd_arn:
             status, _ = _sd_status(step)
             if step.ctl.get("rollback") == primary["id"] or status == "ROLLBACK_IN_PROGRESS":
-                service_deployments.set_status(step.tx, step.now, sd_arn, "ROLLBACK_SUCCESSFUL")
+                _sd_set(step, sd_arn, "ROLLBACK_SUCCESSFUL")
             elif status in service_deployments.OPEN_STATES:
-                service_deployments.set_status(step.tx, step.now, sd_arn, "SUCCESSFUL")
+                _sd_set(step, sd_arn, "SUCCESSFUL")
         step.ctl["completed"] = {k: v for k, v in primary.items()
                                  if k not in ("pendingCount", "runningCount", "rolloutState", "rolloutStateReason")}
         step.ctl.pop("rollback", None)
