@@ -375,7 +375,9 @@ def test_stop_service_deployment_rolls_back(srv, key, pool):
 
 
 def test_server_kill_9_mid_rollout_resumes_without_duplicates(key, pool, tmp_path):
-    srv = ServerProcess(data_dir=tmp_path / "srv", env=ENV).start()
+    # The agents reconnect with backoff after the restart; a lost-agent grace longer than that
+    # keeps their tasks (replacing them would be right, but would not test for duplicates).
+    srv = ServerProcess(data_dir=tmp_path / "srv", env={**ENV, "DOCKYARD_AGENT_LOST_GRACE_SECONDS": "30"}).start()
     try:
         k = create_agent_key(srv)
         f = Fleet(srv, k, pool, 3)
@@ -396,7 +398,7 @@ def test_server_kill_9_mid_rollout_resumes_without_duplicates(key, pool, tmp_pat
         assert len(running) == 6 and all(t["startedBy"] == new_id for t in running)
         # Exactly 6 tasks of the new deployment were ever started: nothing launched twice.
         ever = [t for t in f.tasks() + f.tasks(status="STOPPED") if t["startedBy"] == new_id]
-        assert len(ever) == 6
+        assert len(ever) == 6, [(t["lastStatus"], t.get("stoppedReason")) for t in ever]
     finally:
         srv.cleanup()
 
