@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.helpers.server import ServerProcess, free_port  # noqa: E402
+from tests.helpers.server import ServerProcess, free_port, interrupt  # noqa: E402
 
 REGION = "us-east-1"
 
@@ -128,13 +127,7 @@ class _ProcTarget(Target):
         _wait_http(self.endpoint + probe, self.proc, self.log_path)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, timeout=10)
         self.proc = None
 
 

@@ -22,6 +22,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def interrupt(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
+    """SIGINT ``proc`` if it still runs and wait for it to exit; SIGKILL after ``timeout`` seconds."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class ServerProcess:
     """A dockyard server on 127.0.0.1 with its own data directory."""
 
@@ -94,13 +105,7 @@ class ServerProcess:
         return shapes.install(client)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        interrupt(self.proc, timeout=15)
         self.proc = None
 
     def kill9(self) -> None:
