@@ -3,7 +3,8 @@
 Routing is by request shape, as AWS endpoints are: a POST with
 ``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix; a websocket
 upgrade goes to the agent channel (``api/agent_channel.py``), when the server has
-one. (``/v2/`` for the registry comes later.)
+one; a path under ``/v2`` goes to the OCI registry (``registry/http.py``) before the body is
+read, so blob uploads stream to disk.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dockyard.state.store import Store
 
 if TYPE_CHECKING:
     from dockyard.api.agent_channel import AgentHub
+    from dockyard.registry.http import RegistryHttp
 
 # How long a looked-up access key is trusted before the store is asked again,
 # so `dockyard keys delete` takes effect within this many seconds.
@@ -53,9 +55,15 @@ class App:
         self.request_ids = RequestIds()
         # The agent channel's websocket handler (set by the server; None: websockets refused).
         self.agents: AgentHub | None = None
+        # The /v2/ registry (set by the server; None: /v2 paths get the AWS 403 like any other path).
+        self.registry: RegistryHttp | None = None
 
     async def __call__(self, scope: Any, proto: Any) -> None:
         if scope.proto == "http":
+            path = scope.path
+            if self.registry is not None and path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
+                await self.registry.handle(scope, proto)
+                return
             body = await proto()
             status, headers, out = await self.http(scope.method, scope.path, scope.query_string,
                                                    scope.headers, body)

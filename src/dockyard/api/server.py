@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from dockyard.api.app import App
 from dockyard.api.awsjson import JsonProtocol
 from dockyard.api.compiled_validator import compiled_validators
 from dockyard.api.validation import Validator
+from dockyard.registry.blobs import BlobStore
+from dockyard.registry.http import RegistryHttp
+from dockyard.services.ecr.blob_port import BlobStorePort, set_blob_port
 from dockyard.state import keys
 from dockyard.state.store import Store
 
@@ -103,6 +107,11 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     AgentHub.reset(store)
     store.start(asyncio.get_running_loop())
     app = build_app(store)
+    # One blob store for the /v2/ registry and the ECR API's layer uploads.
+    blobs = BlobStore(cfg.data_dir / "registry")
+    set_blob_port(BlobStorePort(blobs))
+    app.registry = RegistryHttp(store, blobs,
+                                create_on_push=os.environ.get("DOCKYARD_REGISTRY_CREATE_ON_PUSH") == "1")
     agents = AgentHub(store, app.verifier)
     app.agents = agents
     agents.attach(store)
@@ -146,6 +155,8 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
             waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.
         store.stop()
+        set_blob_port(None)
+        blobs.close()
         log.info("stopped")
 
 

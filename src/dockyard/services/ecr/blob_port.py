@@ -1,21 +1,24 @@
-"""What the ECR layer-upload calls need from the blob store, and a stand-in until it is connected.
+"""What the ECR layer-upload calls need from the blob store, and the adapter over the registry's.
 
 ``BlobPort`` is the narrow interface InitiateLayerUpload / UploadLayerPart / CompleteLayerUpload
-use. The real content-addressed store (``dockyard.registry.blobs.BlobStore``) is connected with
-``set_blob_port(...)`` at server start. Until then ``blob_port(tx)`` hands out ``DiskBlobPort``,
-a TEMPORARY on-disk implementation under the server's data directory, so the API works end to end.
+(and PutImage's blob check) use. The server connects ``BlobStorePort`` over the same
+``dockyard.registry.blobs.BlobStore`` the /v2/ routes use, so a layer uploaded through either API
+is the same blob. The ECR calls are sync functions inside the store's write transaction, so the
+adapter does small sync file I/O on the BlobStore's upload files (parts are at most 20 MiB) and
+keeps its on-disk layout and upload-id rules: ECR's dashed uuid maps to the store's hex id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
+import uuid
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import text
 
+from dockyard.registry.blobs import BlobStore, _Session
 from dockyard.state.store import Tx
 
 
@@ -46,87 +49,117 @@ class BlobPort(Protocol):
     def exists(self, digest: str) -> bool:
         """Whether a committed blob with this digest is stored."""
 
+    def touch(self, digest: str) -> int | None:
+        """Mark the blob as just used (see BlobStore.gc) and return its size; None if not stored."""
+
 
 _port: BlobPort | None = None
 _lock = threading.Lock()
 
 
 def set_blob_port(port: BlobPort | None) -> None:
-    """Connect the blob store the ECR API writes through (None: back to the temporary default)."""
+    """Connect the blob store the ECR API writes through (None: back to the default)."""
     global _port
     _port = port
 
 
 def blob_port(tx: Tx) -> BlobPort:
-    """The connected BlobPort; the temporary DiskBlobPort when none has been set."""
+    """The connected BlobPort; without a server (in-process tests) one over a BlobStore next to
+    the SQLite database."""
     global _port
     if _port is None:
         with _lock:
             if _port is None:
-                _port = DiskBlobPort(_default_root(tx))
+                _port = BlobStorePort(BlobStore(_default_root(tx)))
     return _port
 
 
 def _default_root(tx: Tx) -> Path:
-    # TEMPORARY: the server does not tell the services its data directory; with SQLite it is the
-    # directory of the database file. Goes away when the real BlobStore is connected.
+    # The server always sets the port; this is for operations run in-process without one.
     env = os.environ.get("DOCKYARD_ECR_BLOB_DIR")
     if env:
         return Path(env)
-    if getattr(tx, "_dialect").name == "sqlite":  # noqa: B009 - temporary
+    if getattr(tx, "_dialect").name == "sqlite":  # noqa: B009
         for row in tx.all(text("PRAGMA database_list")):
             if row[1] == "main" and row[2]:
-                return Path(row[2]).parent / "ecr-blobs-tmp"
-    return Path.home() / ".dockyard" / "ecr-blobs-tmp"
+                return Path(row[2]).parent / "registry"
+    return Path.home() / ".dockyard" / "registry"
 
 
-class DiskBlobPort:
-    """TEMPORARY stand-in for the real BlobStore: uploads/<id> files, blobs/sha256/<hex> files."""
+def store_upload_id(upload_id: str) -> str:
+    """The BlobStore's id (32 hex) for an ECR upload id (a dashed uuid; a hex one is accepted too)."""
+    try:
+        return uuid.UUID(upload_id).hex
+    except (ValueError, AttributeError, TypeError):
+        raise UnknownUpload(upload_id) from None
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "uploads").mkdir(parents=True, exist_ok=True)
-        (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
 
-    def _upload(self, upload_id: str) -> Path:
-        if "/" in upload_id or upload_id in ("", ".", ".."):
-            raise UnknownUpload(upload_id)
-        return self.root / "uploads" / upload_id
+class BlobStorePort:
+    """The ECR API's sync view of a BlobStore (the /v2/ routes use the store's async API)."""
 
-    def _blob(self, digest: str) -> Path:
-        algo, _, hexd = digest.partition(":")
-        return self.root / "blobs" / algo / hexd
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    def _path(self, upload_id: str) -> tuple[str, Path]:
+        hex_id = store_upload_id(upload_id)
+        return hex_id, self.store.upload_dir / hex_id
 
     def start_upload(self, upload_id: str) -> None:
-        self._upload(upload_id).write_bytes(b"")
+        hex_id, path = self._path(upload_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        self.store._sessions[hex_id] = _Session()
 
     def append(self, upload_id: str, offset: int, data: bytes) -> int:
-        path = self._upload(upload_id)
-        if not path.exists():
+        hex_id, path = self._path(upload_id)
+        sess = self.store._sessions.get(hex_id)
+        if sess is not None and sess.lock.locked():  # a /v2/ PATCH is streaming into it
             raise UnknownUpload(upload_id)
-        with open(path, "r+b") as f:
-            f.truncate(offset)
-            f.seek(offset)
-            f.write(data)
-            return f.tell()
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise UnknownUpload(upload_id) from None
+        try:
+            size = os.fstat(fd).st_size
+            if offset != size:
+                os.ftruncate(fd, offset)
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view, pos = view[n:], pos + n
+        finally:
+            os.close(fd)
+        # Keep the running hash when the part extends what it has seen; otherwise let the
+        # store rebuild it from the file at commit (a retried, overlapping part).
+        if sess is not None and sess.hashed == offset:
+            sess.hasher.update(data)
+            sess.hashed += len(data)
+        elif sess is not None:
+            self.store._sessions.pop(hex_id, None)
+        return pos
 
     def commit(self, upload_id: str, digest: str) -> int:
-        path = self._upload(upload_id)
-        if not path.exists():
-            raise UnknownUpload(upload_id)
-        h = hashlib.sha256()
-        size = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                size += len(chunk)
-        actual = "sha256:" + h.hexdigest()
-        if actual != digest:
-            raise DigestMismatch(actual)
-        target = self._blob(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+        hex_id, path = self._path(upload_id)
+        sess = self.store._session(hex_id)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise UnknownUpload(upload_id) from None
+        try:
+            size = os.fstat(fd).st_size
+            self.store._catch_up(fd, sess, size)
+            actual = "sha256:" + sess.hasher.hexdigest()
+            if actual != digest:
+                raise DigestMismatch(actual)  # the session is kept: the client may retry
+            self.store._place(fd, path, self.store.path(digest), size)
+        finally:
+            os.close(fd)
+        self.store._sessions.pop(hex_id, None)
         return size
 
     def exists(self, digest: str) -> bool:
-        return digest.startswith("sha256:") and self._blob(digest).exists()
+        return self.store.exists(digest)
+
+    def touch(self, digest: str) -> int | None:
+        return self.store.touch(digest)

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from dockyard.registry import manifests
 from dockyard.services.context import Ctx
+from dockyard.services.ecr.blob_port import blob_port
 from dockyard.services.ecr.common import (
     DIGEST_RE,
     TAG_RE,
@@ -93,6 +94,77 @@ def _tag_of(tx: Tx, repo: Repo, tag: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def put_manifest(tx: Tx, repo: Repo, account_id: str, m: manifests.Manifest, tag: str | None, now: float,
+                 *, exists_ok: bool) -> None:
+    """Store a parsed manifest (and move ``tag`` to it): PutImage's and the /v2/ manifest PUT's effects.
+
+    Every blob it references must be in the repository and on disk; each is touched before the
+    manifest is committed (the blob store's gc contract). ``exists_ok``: pushing the same manifest
+    (and tag) again is a no-op (the registry API) instead of ImageAlreadyExistsException (PutImage).
+    """
+    port = blob_port(tx)
+    missing = [d for d in dict.fromkeys(m.blob_digests())
+               if layer(tx, repo.arn, d) is None or port.touch(d) is None]
+    if missing:
+        raise LayersNotFoundException(
+            f"Layers with digests '[{', '.join(missing)}]' required for pushing image into repository "
+            f"with name '{repo.name}' in the registry with id '{account_id}' do not exist")
+    children = [d.digest for d in m.manifests if tx.one(_IMAGE, a=repo.arn, d=d.digest) is None]
+    if children:
+        raise ReferencedImagesNotFoundException(
+            f"Some of the images referenced by the manifest list do not exist in the repository with name "
+            f"'{repo.name}' in the registry with id '{account_id}': [{', '.join(children)}]")
+    exists = tx.one(_IMAGE, a=repo.arn, d=m.digest) is not None
+    current = _tag_of(tx, repo, tag) if tag is not None else None
+    if exists and (tag is None or current == m.digest):
+        if exists_ok:
+            return
+        shown = f" and tag '{tag}'" if tag is not None else ""
+        raise ImageAlreadyExistsException(
+            f"Image with digest '{m.digest}'{shown} already exists in the repository with name "
+            f"'{repo.name}' in registry with id '{account_id}'")
+    if tag is not None and current is not None and tag_is_immutable(repo.doc, tag):
+        raise ImageTagAlreadyExistsException(
+            f"The image tag '{tag}' already exists in the '{repo.name}' repository and cannot be overwritten "
+            "because the tag is immutable.")
+    if not exists:
+        doc: Doc = {}
+        if m.subject is not None:
+            doc["subjectManifestDigest"] = m.subject.digest
+        tx.insert(_ADD_IMAGE, repository_arn=repo.arn, digest=m.digest, media_type=m.media_type,
+                  artifact_media_type=m.artifact_type, manifest=m.raw, size=m.size, pushed_at=now,
+                  last_pulled_at=None, doc=dumps(doc))
+        for ref in dict.fromkeys(m.references()):
+            tx.insert(_ADD_REF, repository_arn=repo.arn, image_digest=m.digest, ref_digest=ref)
+    if tag is not None:
+        if current is None:
+            tx.insert(_ADD_TAG, repository_arn=repo.arn, tag=tag, digest=m.digest)
+        else:  # a mutable tag moves; the image it left stays, untagged if that was its last tag
+            tx.run(_MOVE_TAG, a=repo.arn, t=tag, d=m.digest)
+    tx.notify("ecr-image", f"{repo.arn}@{m.digest}")
+
+
+def manifest_of(tx: Tx, repo: Repo, reference: str) -> tuple[str, str, bytes] | None:
+    """(digest, media type, bytes) of the manifest a tag or digest names in the repository, or None."""
+    digest = reference if ":" in reference else _tag_of(tx, repo, reference)
+    if digest is None:
+        return None
+    row = tx.one(_IMAGE, a=repo.arn, d=digest)
+    return (digest, str(row[0]), bytes(row[1])) if row else None
+
+
+def tags_of_repo(tx: Tx, repo: Repo) -> list[str]:
+    return sorted(t for _, t in tx.all(_ALL_TAGS, a=repo.arn))
+
+
+_PULLED = prepare(update(it).where(it.c.repository_arn == bindparam("a"), it.c.digest == bindparam("d"))
+                  .values(last_pulled_at=bindparam("t")))
+
+
+def record_pull(tx: Tx, repository_arn: str, digest: str, now: float) -> None:
+    tx.run(_PULLED, a=repository_arn, d=digest, t=now)
+
+
 # -- PutImage ----------------------------------------------------------------
 
 @ecr.op("PutImage", write=True)
@@ -121,42 +193,7 @@ def put_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
             raise ImageDigestDoesNotMatchException(
                 f"The provided image digest '{given_digest}' does not match the digest of the manifest "
                 f"'{m.digest}'")
-    missing = [d for d in dict.fromkeys(m.blob_digests()) if layer(tx, repo.arn, d) is None]
-    if missing:
-        raise LayersNotFoundException(
-            f"Layers with digests '[{', '.join(missing)}]' required for pushing image into repository "
-            f"with name '{repo.name}' in the registry with id '{ctx.account_id}' do not exist")
-    children = [d.digest for d in m.manifests if tx.one(_IMAGE, a=repo.arn, d=d.digest) is None]
-    if children:
-        raise ReferencedImagesNotFoundException(
-            f"Some of the images referenced by the manifest list do not exist in the repository with name "
-            f"'{repo.name}' in the registry with id '{ctx.account_id}': [{', '.join(children)}]")
-    exists = tx.one(_IMAGE, a=repo.arn, d=m.digest) is not None
-    current = _tag_of(tx, repo, tag) if tag is not None else None
-    if exists and (tag is None or current == m.digest):
-        shown = f" and tag '{tag}'" if tag is not None else ""
-        raise ImageAlreadyExistsException(
-            f"Image with digest '{m.digest}'{shown} already exists in the repository with name "
-            f"'{repo.name}' in registry with id '{ctx.account_id}'")
-    if tag is not None and current is not None and tag_is_immutable(repo.doc, tag):
-        raise ImageTagAlreadyExistsException(
-            f"The image tag '{tag}' already exists in the '{repo.name}' repository and cannot be overwritten "
-            "because the tag is immutable.")
-    if not exists:
-        doc: Doc = {}
-        if m.subject is not None:
-            doc["subjectManifestDigest"] = m.subject.digest
-        tx.insert(_ADD_IMAGE, repository_arn=repo.arn, digest=m.digest, media_type=m.media_type,
-                  artifact_media_type=m.artifact_type, manifest=raw, size=m.size, pushed_at=ctx.now,
-                  last_pulled_at=None, doc=dumps(doc))
-        for ref in dict.fromkeys(m.references()):
-            tx.insert(_ADD_REF, repository_arn=repo.arn, image_digest=m.digest, ref_digest=ref)
-    if tag is not None:
-        if current is None:
-            tx.insert(_ADD_TAG, repository_arn=repo.arn, tag=tag, digest=m.digest)
-        else:  # a mutable tag moves; the image it left stays, untagged if that was its last tag
-            tx.run(_MOVE_TAG, a=repo.arn, t=tag, d=m.digest)
-    tx.notify("ecr-image", f"{repo.arn}@{m.digest}")
+    put_manifest(tx, repo, ctx.account_id, m, tag, ctx.now, exists_ok=False)
     image_id: Doc = {"imageDigest": m.digest}
     if tag is not None:
         image_id["imageTag"] = tag
@@ -335,6 +372,30 @@ def delete_image(tx: Tx, repo: Repo, digest: str) -> None:
     tx.run(_DEL_IMAGE, a=repo.arn, d=digest)
 
 
+def delete_image_id(tx: Tx, repo: Repo, image_id: Doc) -> tuple[list[Doc], Doc | None]:
+    """Delete what one image id names, by ECR's rules: (the image ids deleted, or a failure)."""
+    digest, failure = _resolve(tx, repo, image_id)
+    if failure is not None:
+        return [], failure
+    assert digest is not None
+    tag = image_id.get("imageTag")
+    tags = [r[0] for r in tx.all(_TAGS_OF, a=repo.arn, d=digest)]
+    deleted: list[Doc]
+    if tag is None or tags == [tag]:
+        parents = [r[0] for r in tx.all(_REFERRERS, a=repo.arn, d=digest)
+                   if tx.one(_IMAGE, a=repo.arn, d=r[0]) is not None]
+        if parents:
+            return [], {"imageId": image_id, "failureCode": "ImageReferencedByManifestList",
+                        "failureReason": f"Requested image referenced by manifest list: [{', '.join(parents)}]"}
+        delete_image(tx, repo, digest)
+        deleted = [{"imageDigest": digest, "imageTag": t} for t in tags] or [{"imageDigest": digest}]
+    else:
+        tx.run(_DEL_TAG, a=repo.arn, t=tag)
+        deleted = [{"imageDigest": digest, "imageTag": tag}]
+    tx.notify("ecr-image", f"{repo.arn}@{digest}")
+    return deleted, None
+
+
 @ecr.op("BatchDeleteImage", write=True)
 def batch_delete_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     """ECR's rules: a tag removes only that tag, and the image goes with its last tag; a digest
@@ -343,29 +404,10 @@ def batch_delete_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     deleted: list[Doc] = []
     failures: list[Doc] = []
     for image_id in req["imageIds"]:
-        digest, failure = _resolve(tx, repo, image_id)
+        gone, failure = delete_image_id(tx, repo, image_id)
         if failure is not None:
             failures.append(failure)
-            continue
-        assert digest is not None
-        tag = image_id.get("imageTag")
-        tags = [r[0] for r in tx.all(_TAGS_OF, a=repo.arn, d=digest)]
-        goes = tag is None or tags == [tag]
-        if goes:
-            parents = [r[0] for r in tx.all(_REFERRERS, a=repo.arn, d=digest)
-                       if tx.one(_IMAGE, a=repo.arn, d=r[0]) is not None]
-            if parents:
-                failures.append({"imageId": image_id, "failureCode": "ImageReferencedByManifestList",
-                                 "failureReason": "Requested image referenced by manifest list: "
-                                                  f"[{', '.join(parents)}]"})
-                continue
-            delete_image(tx, repo, digest)
-            deleted += [{"imageDigest": digest, "imageTag": t} for t in tags] or [{"imageDigest": digest}]
-        else:
-            assert tag is not None
-            tx.run(_DEL_TAG, a=repo.arn, t=tag)
-            deleted.append({"imageDigest": digest, "imageTag": tag})
-        tx.notify("ecr-image", f"{repo.arn}@{digest}")
+        deleted += gone
     resp: Doc = {"failures": failures}
     if deleted:  # ImageIdentifierList has min 1
         resp["imageIds"] = deleted

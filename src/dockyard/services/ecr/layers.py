@@ -55,6 +55,27 @@ def add_layer(tx: Tx, repository_arn: str, digest: str, size: int, media_type: s
                   created_at=now)
 
 
+# -- upload sessions (shared with the registry's /v2/ uploads) ----------------
+
+def start_upload(tx: Tx, repository_arn: str, upload_id: str, now: float) -> None:
+    tx.insert(_ADD_UPLOAD, upload_id=upload_id, repository_arn=repository_arn, created_at=now,
+              updated_at=now, size=0)
+
+
+def upload(tx: Tx, upload_id: str) -> tuple[str, int] | None:
+    """(repository ARN, bytes received) of an upload session, or None."""
+    row = tx.one(_UPLOAD, u=upload_id)
+    return (str(row[0]), int(row[1])) if row else None
+
+
+def set_upload_size(tx: Tx, upload_id: str, size: int, now: float) -> None:
+    tx.run(_UPLOAD_SIZE, u=upload_id, s=size, t=now)
+
+
+def end_upload(tx: Tx, upload_id: str) -> None:
+    tx.run(_END_UPLOAD, u=upload_id)
+
+
 @ecr.op("BatchCheckLayerAvailability", write=False)
 def batch_check_layer_availability(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     repo = require_repo(tx, ctx, req)
@@ -81,8 +102,7 @@ def batch_check_layer_availability(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 def initiate_layer_upload(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     repo = require_repo(tx, ctx, req)
     upload_id = str(uuid.uuid4())
-    tx.insert(_ADD_UPLOAD, upload_id=upload_id, repository_arn=repo.arn, created_at=ctx.now,
-              updated_at=ctx.now, size=0)
+    start_upload(tx, repo.arn, upload_id, ctx.now)
     blob_port(tx).start_upload(upload_id)
     return {"uploadId": upload_id, "partSize": PART_SIZE}
 
