@@ -489,3 +489,20 @@ def test_ecr_api_layer_downloadable_through_registry(reg: Registry, repo: str, e
     ecr.put_image(repositoryName=repo, imageManifest=manifest, imageTag="api")
     r = reg("GET", f"/v2/{repo}/manifests/api", headers={"Accept": DOCKER})
     assert r.status_code == 200 and r.content == manifest.encode()
+
+
+def test_a_token_from_another_region_sees_that_region_s_repositories(server):
+    """Repositories are per region: a token issued in eu-west-1 reaches eu-west-1's repository."""
+    rq = requests
+    eu = server.client("ecr", region="eu-west-1")
+    name = "regional-" + uuid.uuid4().hex[:6]
+    eu.create_repository(repositoryName=name)
+    token = eu.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    user, _, password = base64.b64decode(token).decode().partition(":")
+    base = server.endpoint
+    got = rq.get(f"{base}/v2/{name}/tags/list", auth=(user, password), timeout=10)
+    assert got.status_code == 200 and got.json()["name"] == name
+    us_token = server.client("ecr").get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    us_user, _, us_password = base64.b64decode(us_token).decode().partition(":")
+    missing = rq.get(f"{base}/v2/{name}/tags/list", auth=(us_user, us_password), timeout=10)
+    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "NAME_UNKNOWN"

@@ -86,7 +86,7 @@ class JsonProtocol:
             constrain(req)
         # AWS timestamps carry milliseconds.
         ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id,
-                  round(time.time(), 3))
+                  round(time.time(), 3), identity.access_key_id)
         if op.write:
             return await self.store.write(op.fn, ctx, req)
         return self.store.read(op.fn, ctx, req, snapshot=op.snapshot)

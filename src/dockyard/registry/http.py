@@ -38,7 +38,6 @@ from dockyard.state.store import Store
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REGION = "us-east-1"  # the token does not say which region it was issued in
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
 CHALLENGE = ("www-authenticate", 'Basic realm="Dockyard ECR"')
 AUTH_CACHE_SECONDS = 2.0     # as the SigV4 key cache: a deleted key stops working within this
@@ -170,7 +169,8 @@ class RegistryHttp:
 
     async def _route(self, req: Request) -> Response:
         identity = self._identity(req)
-        ctx = Ctx(identity.account_id, DEFAULT_REGION, identity.principal_arn, "", round(time.time(), 3))
+        ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, "", round(time.time(), 3),
+                  identity.access_key_id)
         path, method = req.path, req.method
         if path in ("/v2", "/v2/"):
             return _json(200, {})

@@ -12,3 +12,4 @@ class Ctx:
     principal_arn: str
     request_id: str
     now: float  # epoch seconds; one clock reading per request
+    access_key_id: str = ""  # the key that signed the request ("" for internal callers)

@@ -3,7 +3,7 @@
 The token is base64("AWS:" + password), as ECR's. The password is self-contained, so nothing is
 stored per token:
 
-    "dy1." + b64url(JSON {"k": access key id, "a": account, "e": expiry epoch}) + "." + b64url(mac)
+    "dy1." + b64url(JSON {"k": key id, "a": account, "r": region, "e": expiry}) + "." + b64url(mac)
 
 with mac = HMAC-SHA256(key=HMAC-SHA256(that key's secret, "dockyard-ecr-token-v1"), payload).
 Keying it by the issuing access key's secret means a deleted or deactivated key's tokens stop
@@ -29,6 +29,7 @@ from dockyard.state import keys
 from dockyard.state.schema import access_keys as kt
 from dockyard.state.store import Tx, prepare
 
+DEFAULT_REGION = "us-east-1"  # passwords issued before the region claim existed
 TOKEN_TTL = 12 * 3600  # ECR's tokens are valid for 12 hours
 _PREFIX = "dy1."
 _PURPOSE = b"dockyard-ecr-token-v1"
@@ -48,6 +49,7 @@ class RegistryIdentity:
     principal_arn: str
     access_key_id: str
     expires_at: float
+    region: str = DEFAULT_REGION  # where GetAuthorizationToken was called: repositories are per region
 
 
 def _b64(data: bytes) -> str:
@@ -63,8 +65,9 @@ def _mac(secret: str, payload: bytes) -> bytes:
     return hmac.new(key, payload, hashlib.sha256).digest()
 
 
-def make_password(access_key_id: str, secret: str, account_id: str, expires_at: float) -> str:
-    payload = orjson.dumps({"k": access_key_id, "a": account_id, "e": int(expires_at)})
+def make_password(access_key_id: str, secret: str, account_id: str, expires_at: float,
+                  region: str = DEFAULT_REGION) -> str:
+    payload = orjson.dumps({"k": access_key_id, "a": account_id, "r": region, "e": int(expires_at)})
     return _PREFIX + _b64(payload) + "." + _b64(_mac(secret, payload))
 
 
@@ -94,7 +97,9 @@ def verify_password(tx: Tx, password: str, now: float) -> RegistryIdentity | Non
         return None
     if not hmac.compare_digest(mac, _mac(cred.secret_access_key, payload)):
         return None
-    return RegistryIdentity(account, cred.principal_arn, key_id, float(expires))
+    region = claims.get("r")
+    return RegistryIdentity(account, cred.principal_arn, key_id, float(expires),
+                            region if isinstance(region, str) and region else DEFAULT_REGION)
 
 
 def authorization_token(password: str) -> str:
@@ -103,7 +108,7 @@ def authorization_token(password: str) -> str:
 
 @ecr.op("GetAuthorizationToken", write=False)
 def get_authorization_token(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    key_id = getattr(ctx, "access_key_id", None)  # set once Ctx carries the signing key
+    key_id: str | None = ctx.access_key_id
     secret = None
     if key_id:
         cred = keys.lookup(tx, key_id)
@@ -114,7 +119,7 @@ def get_authorization_token(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
             raise InvalidParameterException("No active access key for the caller.")
         key_id, secret = row
     expires = int(ctx.now) + TOKEN_TTL
-    token = authorization_token(make_password(str(key_id), str(secret), ctx.account_id, expires))
+    token = authorization_token(make_password(str(key_id), str(secret), ctx.account_id, expires, ctx.region))
     endpoint = "http://" + config.registry_host()
     # registryIds is deprecated in ECR: one entry per id asked for, all valid for this registry.
     ids = req.get("registryIds") or [ctx.account_id]
