@@ -132,6 +132,9 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
 
     expiry = loop.create_task(task_expiry.run(store))
     scheduler = loop.create_task(service_controller.run(store))
+    from dockyard.controllers import registry_gc
+
+    collector = loop.create_task(registry_gc.run(store, blobs))
     waiter: asyncio.Task[None] | None = None
     if stop is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,6 +154,7 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     finally:
         expiry.cancel()
         scheduler.cancel()
+        collector.cancel()
         if waiter is not None:
             waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.
