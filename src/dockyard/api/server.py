@@ -127,14 +127,13 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         agents.shutdown()
         server.stop()
 
+    from dockyard.controllers import ecr_lifecycle, ecr_scan, registry_gc, task_expiry
     from dockyard.controllers import services as service_controller
-    from dockyard.controllers import task_expiry
 
-    expiry = loop.create_task(task_expiry.run(store))
-    scheduler = loop.create_task(service_controller.run(store))
-    from dockyard.controllers import registry_gc
-
-    collector = loop.create_task(registry_gc.run(store, blobs))
+    # The server's background controllers, on its loop: each waits on store events or a timer.
+    controllers = [loop.create_task(task_expiry.run(store)), loop.create_task(service_controller.run(store)),
+                   loop.create_task(ecr_scan.run(store, blobs)), loop.create_task(ecr_lifecycle.run(store)),
+                   loop.create_task(registry_gc.run(store, blobs))]
     waiter: asyncio.Task[None] | None = None
     if stop is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -152,9 +151,8 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     try:
         await server.serve()
     finally:
-        expiry.cancel()
-        scheduler.cancel()
-        collector.cancel()
+        for c in controllers:
+            c.cancel()
         if waiter is not None:
             waiter.cancel()
         # Every write already answered is committed; the writer drains what is queued.

@@ -70,6 +70,24 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 2
 
 
+def cmd_advisories(args: argparse.Namespace) -> int:
+    from dockyard.scan import advisories
+
+    path = Path(args.file)
+    if not path.exists():
+        print(f"no such file or directory: {path}", file=sys.stderr)
+        return 1
+    store = _store(args)
+    try:
+        with store.transaction() as tx:
+            n = advisories.load(tx, advisories.read_path(path))
+    except advisories.AdvisoryError as e:
+        print(f"dockyard advisories: {e}", file=sys.stderr)
+        return 1
+    print(f"loaded {n} advisories from {path}")
+    return 0
+
+
 def cmd_agent(args: argparse.Namespace) -> int:
     import logging
 
@@ -187,6 +205,14 @@ def parser() -> argparse.ArgumentParser:
     kd = ks.add_parser("delete", help="delete an access key")
     kd.add_argument("access_key_id")
     k.set_defaults(fn=cmd_keys)
+
+    a = sub.add_parser("advisories", help="manage the offline vulnerability database ECR scans use")
+    _add_store_args(a)
+    asub = a.add_subparsers(dest="advisories_cmd", required=True)
+    al = asub.add_parser("load", help="load or update OSV advisories: a JSON file (one record or an array), "
+                         "a directory of them, or a .zip as osv.dev publishes per ecosystem")
+    al.add_argument("file")
+    a.set_defaults(fn=cmd_advisories)
 
     _add_agent_parser(sub)
     return p

@@ -305,3 +305,37 @@ ecr_uploads = Table(
     Column("size", Integer, nullable=False),  # bytes received so far
     Index("ix_ecr_uploads_updated", "updated_at"),
 )
+
+# -- Advisories and image scans (ECR basic scanning) ------------------------------------------
+# OSV advisories as loaded (`dockyard advisories load`), the (ecosystem, package) pairs each one
+# names (what a scan looks packages up by), and each image's latest scan with its findings.
+
+advisories = Table(
+    "advisories", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("modified", String(64), nullable=False),
+    Column("loaded_at", Float, nullable=False),
+    Column("doc", LargeBinary, nullable=False),  # the OSV record (orjson)
+    Index("ix_advisories_loaded", "loaded_at"),
+)
+
+advisory_packages = Table(
+    "advisory_packages", metadata,
+    Column("ecosystem", String(64), primary_key=True),
+    Column("name", String(255), primary_key=True),  # PyPI names are PEP 503-normalised
+    Column("advisory_id", String(128), primary_key=True),
+    Index("ix_advisory_packages_advisory", "advisory_id"),
+)
+
+ecr_image_scans = Table(
+    "ecr_image_scans", metadata,
+    Column("repository_arn", String(512), primary_key=True),
+    Column("digest", String(80), primary_key=True),
+    Column("status", String(32), nullable=False),  # IN_PROGRESS | COMPLETE | FAILED
+    Column("started_at", Float, nullable=False),
+    Column("completed_at", Float),
+    Column("source_updated_at", Float),
+    # orjson list of ImageScanFinding wire shapes, most severe first.
+    Column("findings", LargeBinary),
+    Index("ix_ecr_image_scans_status", "status"),
+)
