@@ -38,6 +38,7 @@ from dockyard.agent import host, protocol
 from dockyard.agent.drivers.base import Driver
 from dockyard.agent.engine import EngineConfig, TaskEngine
 from dockyard.agent.protocol import TaskState
+from dockyard.agent.pull import ImagePuller, RegistryAuth
 from dockyard.agent.session import AgentSession
 
 log = logging.getLogger("dockyard.agent")
@@ -297,6 +298,9 @@ async def run_agent(config: AgentConfig, driver: Driver | None = None, stop_even
         factory = engine_factory or TaskEngine
         engine = factory(drv, engine_config(config, cluster_arn, instance_arn), session.report)
         session.engine = engine
+        if isinstance(getattr(engine, "puller", None), ImagePuller):
+            # Images on the server's own registry are pulled with a token for the agent's key.
+            engine.puller.registry_auth = RegistryAuth(config.server, config.region, key, secret)
         adopted = await engine.adopt()
         if adopted:
             log.info("adopted %d task(s) already on this host", len(adopted))
