@@ -21,6 +21,7 @@ import time
 
 from sqlalchemy import bindparam, select
 
+from dockyard.controllers.wake import sleep_until_woken
 from dockyard.services.ecr import images, lifecycle
 from dockyard.services.ecr.common import Repo
 from dockyard.state.schema import ecr_repositories as rt
@@ -117,13 +118,7 @@ class LifecycleController:
         next_sweep = time.monotonic() + self.interval
         while True:
             if not self.dirty:
-                timeout = next_sweep - time.monotonic()
-                if timeout > 0:
-                    self.wake.clear()
-                    try:
-                        await asyncio.wait_for(self.wake.wait(), timeout)
-                    except TimeoutError:
-                        pass
+                await sleep_until_woken(self.wake, next_sweep - time.monotonic())
             if time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.interval
                 try:

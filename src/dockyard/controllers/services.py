@@ -26,6 +26,7 @@ import logging
 import os
 import time
 
+from dockyard.controllers.wake import sleep_until_woken
 from dockyard.services.ecs import service_scheduler
 from dockyard.services.ecs.service_scheduler import Settings
 from dockyard.state import arns
@@ -124,14 +125,8 @@ class ServiceController:
         """Wait for work (an event, a timer, the resync), then step every dirty service."""
         if not self.dirty and not self.dirty_clusters:
             now = time.time()
-            timeout = min(next_resync - time.monotonic(),
-                          (self.timers[0][0] - now) if self.timers else self.resync)
-            if timeout > 0:
-                self.wake.clear()
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+            await sleep_until_woken(self.wake, min(next_resync - time.monotonic(),
+                                                   (self.timers[0][0] - now) if self.timers else self.resync))
         if time.monotonic() >= next_resync:
             next_resync = time.monotonic() + self.resync
             self.dirty.update(self.store.read(service_scheduler.live_services))

@@ -327,6 +327,21 @@ def _detail(ctx: Ctx, repo: Repo, row: tuple[Any, ...], tags: list[str]) -> Doc:
     return d
 
 
+def require_image(tx: Tx, ctx: Ctx, repo: Any, image_id: Doc) -> str:
+    """The digest ``image_id`` names in ``repo``; ECR's InvalidParameter / ImageNotFound otherwise."""
+    digest, failure = _resolve(tx, repo, image_id)
+    if failure is not None:
+        if failure["failureCode"] in ("InvalidImageDigest", "InvalidImageTag", "MissingDigestAndTag"):
+            raise InvalidParameterException(failure["failureReason"])
+        shown = "{" + f"imageDigest:'{image_id.get('imageDigest', 'null')}', " \
+                      f"imageTag:'{image_id.get('imageTag', 'null')}'" + "}"
+        raise ImageNotFoundException(
+            f"The image with imageId {shown} does not exist within the repository with name "
+            f"'{repo.name}' in the registry with id '{ctx.account_id}'")
+    assert digest is not None
+    return digest
+
+
 @ecr.op("DescribeImages", write=False)
 def describe_images(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     repo = require_repo(tx, ctx, req)
@@ -335,16 +350,7 @@ def describe_images(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         out = []
         seen: set[str] = set()
         for image_id in image_ids:
-            digest, failure = _resolve(tx, repo, image_id)
-            if failure is not None:
-                if failure["failureCode"] in ("InvalidImageDigest", "InvalidImageTag", "MissingDigestAndTag"):
-                    raise InvalidParameterException(failure["failureReason"])
-                shown = "{" + f"imageDigest:'{image_id.get('imageDigest', 'null')}', " \
-                              f"imageTag:'{image_id.get('imageTag', 'null')}'" + "}"
-                raise ImageNotFoundException(
-                    f"The image with imageId {shown} does not exist within the repository with name "
-                    f"'{repo.name}' in the registry with id '{ctx.account_id}'")
-            assert digest is not None
+            digest = require_image(tx, ctx, repo, image_id)
             if digest in seen:
                 continue
             seen.add(digest)

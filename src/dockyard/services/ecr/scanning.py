@@ -18,8 +18,8 @@ from dockyard.api.errors import AwsError
 from dockyard.registry import manifests
 from dockyard.services.context import Ctx
 from dockyard.services.ecr.common import Doc, dumps, encode_token, loads, max_results, require_repo, token_after
-from dockyard.services.ecr.errors import ImageNotFoundException, InvalidParameterException, LimitExceededException
-from dockyard.services.ecr.images import _resolve
+from dockyard.services.ecr.errors import InvalidParameterException, LimitExceededException
+from dockyard.services.ecr.images import require_image
 from dockyard.services.ecr.registry import ecr
 from dockyard.state.schema import ecr_image_scans as st
 from dockyard.state.schema import ecr_images as it
@@ -162,16 +162,7 @@ def finish_scan(tx: Tx, arn: str, digest: str, started_at: float, now: float, fi
 def _image(tx: Tx, ctx: Ctx, req: Doc) -> tuple[Any, str, Doc]:
     repo = require_repo(tx, ctx, req)
     image_id: Doc = req["imageId"]
-    digest, failure = _resolve(tx, repo, image_id)
-    if failure is not None:
-        if failure["failureCode"] in ("InvalidImageDigest", "InvalidImageTag", "MissingDigestAndTag"):
-            raise InvalidParameterException(failure["failureReason"])
-        shown = "{" + f"imageDigest:'{image_id.get('imageDigest', 'null')}', " \
-                      f"imageTag:'{image_id.get('imageTag', 'null')}'" + "}"
-        raise ImageNotFoundException(
-            f"The image with imageId {shown} does not exist within the repository with name "
-            f"'{repo.name}' in the registry with id '{ctx.account_id}'")
-    assert digest is not None
+    digest = require_image(tx, ctx, repo, image_id)
     out_id: Doc = {"imageDigest": digest}
     if image_id.get("imageTag") is not None:
         out_id["imageTag"] = image_id["imageTag"]
