@@ -25,7 +25,7 @@ from dockyard.registry import manifests, ops
 from dockyard.registry.blobs import BlobStore, DigestInvalid, DigestMismatch, RangeError, UploadUnknown
 from dockyard.registry.errors import RegistryError
 from dockyard.services.context import Ctx
-from dockyard.services.ecr import images, layers
+from dockyard.services.ecr import access, images, layers
 from dockyard.services.ecr.auth import RegistryIdentity, verify_password
 from dockyard.services.ecr.common import TAG_RE, Repo, check_name
 from dockyard.services.ecr.errors import (
@@ -218,17 +218,29 @@ class RegistryHttp:
     def _unsupported(method: str) -> RegistryError:
         return RegistryError("UNSUPPORTED", f"The operation {method} is unsupported.", status=405)
 
-    def _repo(self, ctx: Ctx, name: str) -> Repo:
-        return self.store.read(ops.require, ctx, name)
+    def _repo(self, ctx: Ctx, name: str, *actions: str) -> Repo:
+        """The repository, which the caller must be allowed ``actions`` on (403 DENIED otherwise)."""
+        repo: Repo = self.store.read(ops.require, ctx, name)
+        self._check(ctx, repo, *actions)
+        return repo
 
-    async def _push_repo(self, ctx: Ctx, name: str) -> Repo:
+    @staticmethod
+    def _check(ctx: Ctx, repo: Repo, *actions: str) -> None:
+        """DENIED, in ECR's words, unless the repository's policy lets the caller do ``actions``."""
+        for action in actions:
+            msg = access.verdict(repo, ctx, action)
+            if msg is not None:
+                raise RegistryError("DENIED", msg)
+
+    async def _push_repo(self, ctx: Ctx, name: str, *actions: str) -> Repo:
         """The repository a push goes to: created on first push when the server allows it."""
         found = self.store.read(ops.repo, ctx, name)
         if found is not None:
+            self._check(ctx, found, *actions)
             return found
         if not self.create_on_push:
             return self._repo(ctx, name)  # NAME_UNKNOWN
-        return await self.store.write(ops.create_repo, ctx, name)
+        return await self.store.write(ops.create_repo, ctx, name)  # no policy yet
 
     # -- listings -------------------------------------------------------------------------------
 
@@ -253,7 +265,7 @@ class RegistryHttp:
         return _json(200, {"repositories": names}, headers)
 
     def _tags(self, req: Request, ctx: Ctx, name: str) -> Response:
-        repo = self._repo(ctx, name)
+        repo = self._repo(ctx, name, "ecr:ListImages")
         n, last = self._page_size(req), req.query.get("last", "")
         tags = [t for t in self.store.read(ops.tags, repo) if t > last]
         headers = []
@@ -267,7 +279,8 @@ class RegistryHttp:
     def _get_blob(self, req: Request, ctx: Ctx, name: str, digest: str) -> Response:
         if not manifests.valid_digest(digest):
             raise RegistryError("DIGEST_INVALID", f"invalid digest {digest!r}")
-        repo = self._repo(ctx, name)
+        repo = self._repo(ctx, name, "ecr:GetDownloadUrlForLayer" if req.method == "GET"
+                          else "ecr:BatchCheckLayerAvailability")
         size = self.blobs.stat(digest) if self.store.read(layers.layer, repo.arn, digest) else None
         if size is None:
             raise RegistryError("BLOB_UNKNOWN", f"blob unknown to registry: {digest}", detail={"digest": digest})
@@ -313,14 +326,16 @@ class RegistryHttp:
                               ("content-length", "0")])
 
     async def _start_upload(self, req: Request, ctx: Ctx, name: str) -> Response:
-        repo = await self._push_repo(ctx, name)
+        repo = await self._push_repo(ctx, name, "ecr:InitiateLayerUpload")
         mount, source = req.query.get("mount"), req.query.get("from")
+        digest = req.query.get("digest")
+        self._check(ctx, repo, *(("ecr:UploadLayerPart", "ecr:CompleteLayerUpload") if digest
+                                 else ("ecr:CompleteLayerUpload",) if mount else ()))
         # A mount needs the blob in a repository the caller may read (its own account's) and on
         # disk; otherwise it is an ordinary upload.
         if mount and source and manifests.valid_digest(mount) and self.blobs.touch(mount) is not None \
                 and await self.store.write(ops.mount, ctx, source, repo.arn, mount, ctx.now):
             return self._blob_created(name, mount)
-        digest = req.query.get("digest")
         if digest and not manifests.valid_digest(digest):
             raise RegistryError("DIGEST_INVALID", f"invalid or unsupported digest {digest!r}")
         upload_id = self.blobs.new_upload()
@@ -352,12 +367,15 @@ class RegistryHttp:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry") from None
 
     async def _upload(self, req: Request, ctx: Ctx, name: str, upload_id: str) -> Response:
-        repo = self._repo(ctx, name)
+        method = req.method
+        repo = self._repo(ctx, name, {"PATCH": "ecr:UploadLayerPart", "PUT": "ecr:CompleteLayerUpload"}
+                          .get(method, "ecr:InitiateLayerUpload"))
+        if method == "PUT" and req.has_body:
+            self._check(ctx, repo, "ecr:UploadLayerPart")
         found = self.store.read(layers.upload, upload_id)
         if found is None or found[0] != repo.arn:
             raise RegistryError("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry",
                                 detail={"uuid": upload_id})
-        method = req.method
         try:
             if method == "GET":
                 return Response(204, self._upload_headers(name, upload_id, self.blobs.size(upload_id)))
@@ -410,7 +428,7 @@ class RegistryHttp:
     # -- manifests ------------------------------------------------------------------------------
 
     def _get_manifest(self, req: Request, ctx: Ctx, name: str, ref: str) -> Response:
-        repo = self._repo(ctx, name)
+        repo = self._repo(ctx, name, "ecr:BatchGetImage")
         found = self.store.read(images.manifest_of, repo, ref) if self._valid_ref(ref) else None
         if found is None:
             raise RegistryError("MANIFEST_UNKNOWN", f"manifest unknown: {ref}", detail={"reference": ref})
@@ -455,7 +473,7 @@ class RegistryHttp:
             log.warning("registry: recording a pull of %s failed", digest, exc_info=True)
 
     async def _put_manifest(self, req: Request, ctx: Ctx, name: str, ref: str) -> Response:
-        await self._push_repo(ctx, name)
+        await self._push_repo(ctx, name, "ecr:PutImage")  # checked again in the write transaction
         raw = await req.read(manifests.MAX_MANIFEST_BYTES)
         try:
             m = manifests.parse(raw, req.header("content-type"))

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select
 from dockyard.registry.errors import RegistryError
 from dockyard.registry.manifests import Manifest
 from dockyard.services.context import Ctx
-from dockyard.services.ecr import images, layers, repositories
+from dockyard.services.ecr import access, images, layers, repositories
 from dockyard.services.ecr.common import Repo, find_repo
 from dockyard.services.ecr.errors import RepositoryAlreadyExistsException
 from dockyard.state.schema import ecr_repositories as rt
@@ -62,8 +62,11 @@ def finish_upload(tx: Tx, repo_arn: str, upload_id: str | None, digest: str, siz
 
 
 def mount(tx: Tx, ctx: Ctx, source: str, repo_arn: str, digest: str, now: float) -> bool:
-    """Add a blob the caller's ``source`` repository holds to this one; False when it does not."""
+    """Add a blob the caller's ``source`` repository holds to this one; False when it does not, or
+    when the caller may not pull from ``source`` (the client then uploads the blob itself)."""
     src = find_repo(tx, ctx, source)
+    if src is not None and access.verdict(src, ctx, "ecr:GetDownloadUrlForLayer") is not None:
+        src = None
     found = layers.layer(tx, src.arn, digest) if src is not None else None
     if found is None:
         return False
@@ -85,13 +88,23 @@ def require(tx: Tx, ctx: Ctx, name: str) -> Repo:
     return found
 
 
+def require_for(tx: Tx, ctx: Ctx, name: str, action: str) -> Repo:
+    """The repository, NAME_UNKNOWN, or DENIED when its policy refuses the caller ``action``."""
+    found = require(tx, ctx, name)
+    msg = access.verdict(found, ctx, action)
+    if msg is not None:
+        raise RegistryError("DENIED", msg)
+    return found
+
+
 def push_manifest(tx: Tx, ctx: Ctx, name: str, m: Manifest, tag: str | None) -> None:
     """PutImage's effects for a /v2/ manifest PUT, read and written in one write transaction."""
-    images.put_manifest(tx, require(tx, ctx, name), ctx.account_id, m, tag, ctx.now, exists_ok=True)
+    images.put_manifest(tx, require_for(tx, ctx, name, "ecr:PutImage"), ctx.account_id, m, tag, ctx.now,
+                        exists_ok=True)
 
 
 def delete_manifest(tx: Tx, ctx: Ctx, name: str, reference: str) -> dict[str, str] | None:
     """BatchDeleteImage's rules for one tag or digest; the failure, if any."""
     image_id = {"imageDigest": reference} if ":" in reference else {"imageTag": reference}
-    _, failure = images.delete_image_id(tx, require(tx, ctx, name), image_id)
+    _, failure = images.delete_image_id(tx, require_for(tx, ctx, name, "ecr:BatchDeleteImage"), image_id)
     return failure

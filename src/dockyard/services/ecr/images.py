@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from dockyard.registry import manifests
 from dockyard.services.context import Ctx
+from dockyard.services.ecr.access import repo_account, require_repo_for
 from dockyard.services.ecr.blob_port import blob_port
 from dockyard.services.ecr.common import (
     DIGEST_RE,
@@ -23,7 +24,6 @@ from dockyard.services.ecr.common import (
     encode_token,
     loads,
     max_results,
-    require_repo,
     token_after,
 )
 from dockyard.services.ecr.errors import (
@@ -169,7 +169,7 @@ def record_pull(tx: Tx, repository_arn: str, digest: str, now: float) -> None:
 
 @ecr.op("PutImage", write=True)
 def put_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:PutImage")
     text: str = req["imageManifest"]
     raw = text.encode()
     given_type = req.get("imageManifestMediaType")
@@ -193,11 +193,11 @@ def put_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
             raise ImageDigestDoesNotMatchException(
                 f"The provided image digest '{given_digest}' does not match the digest of the manifest "
                 f"'{m.digest}'")
-    put_manifest(tx, repo, ctx.account_id, m, tag, ctx.now, exists_ok=False)
+    put_manifest(tx, repo, repo_account(repo.arn), m, tag, ctx.now, exists_ok=False)
     image_id: Doc = {"imageDigest": m.digest}
     if tag is not None:
         image_id["imageTag"] = tag
-    return {"image": {"registryId": ctx.account_id, "repositoryName": repo.name, "imageId": image_id,
+    return {"image": {"registryId": repo_account(repo.arn), "repositoryName": repo.name, "imageId": image_id,
                       "imageManifest": text, "imageManifestMediaType": m.media_type}}
 
 
@@ -233,7 +233,7 @@ def _resolve(tx: Tx, repo: Repo, image_id: Doc) -> tuple[str | None, Doc | None]
 
 @ecr.op("BatchGetImage", write=False)
 def batch_get_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:BatchGetImage")
     accepted = req.get("acceptedMediaTypes")
     images: list[Doc] = []
     failures: list[Doc] = []
@@ -254,7 +254,7 @@ def batch_get_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         out_id: Doc = {"imageDigest": digest}
         if image_id.get("imageTag") is not None:
             out_id["imageTag"] = image_id["imageTag"]
-        images.append({"registryId": ctx.account_id, "repositoryName": repo.name, "imageId": out_id,
+        images.append({"registryId": repo_account(repo.arn), "repositoryName": repo.name, "imageId": out_id,
                        "imageManifest": raw.decode(), "imageManifestMediaType": media_type})
     return {"images": images, "failures": failures}
 
@@ -288,7 +288,7 @@ def _page(req: Doc, keys: list[Any], default: int) -> tuple[int, int, str | None
 
 @ecr.op("ListImages", write=False)
 def list_images(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:ListImages")
     status = _tag_status(req)
     tags = _tags_by_digest(tx, repo)
     ids: list[Doc] = []
@@ -312,7 +312,7 @@ def list_images(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 
 def _detail(ctx: Ctx, repo: Repo, row: tuple[Any, ...], tags: list[str]) -> Doc:
     digest, media_type, artifact, size, pushed, pulled, doc_raw = row
-    d: Doc = {"registryId": ctx.account_id, "repositoryName": repo.name, "imageDigest": digest}
+    d: Doc = {"registryId": repo_account(repo.arn), "repositoryName": repo.name, "imageDigest": digest}
     if tags:
         d["imageTags"] = tags
     d.update({"imageSizeInBytes": size, "imagePushedAt": pushed, "imageManifestMediaType": media_type})
@@ -337,14 +337,14 @@ def require_image(tx: Tx, ctx: Ctx, repo: Any, image_id: Doc) -> str:
                       f"imageTag:'{image_id.get('imageTag', 'null')}'" + "}"
         raise ImageNotFoundException(
             f"The image with imageId {shown} does not exist within the repository with name "
-            f"'{repo.name}' in the registry with id '{ctx.account_id}'")
+            f"'{repo.name}' in the registry with id '{repo_account(repo.arn)}'")
     assert digest is not None
     return digest
 
 
 @ecr.op("DescribeImages", write=False)
 def describe_images(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:DescribeImages")
     image_ids = req.get("imageIds")
     if image_ids:
         out = []
@@ -406,7 +406,7 @@ def delete_image_id(tx: Tx, repo: Repo, image_id: Doc) -> tuple[list[Doc], Doc |
 def batch_delete_image(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     """ECR's rules: a tag removes only that tag, and the image goes with its last tag; a digest
     removes the image and all its tags. An image an index here references cannot go."""
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:BatchDeleteImage")
     deleted: list[Doc] = []
     failures: list[Doc] = []
     for image_id in req["imageIds"]:

@@ -15,8 +15,9 @@ from sqlalchemy import bindparam, delete, insert, select, update
 
 from dockyard.services.context import Ctx
 from dockyard.services.ecr import config
+from dockyard.services.ecr.access import repo_account, require_repo_for
 from dockyard.services.ecr.blob_port import DigestMismatch, UnknownUpload, blob_port
-from dockyard.services.ecr.common import DIGEST_RE, Doc, Repo, require_repo
+from dockyard.services.ecr.common import DIGEST_RE, Doc, Repo
 from dockyard.services.ecr.errors import (
     EmptyUploadException,
     InvalidLayerException,
@@ -78,7 +79,7 @@ def end_upload(tx: Tx, upload_id: str) -> None:
 
 @ecr.op("BatchCheckLayerAvailability", write=False)
 def batch_check_layer_availability(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:BatchCheckLayerAvailability")
     layers: list[Doc] = []
     failures: list[Doc] = []
     for digest in req["layerDigests"]:
@@ -100,7 +101,7 @@ def batch_check_layer_availability(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
 
 @ecr.op("InitiateLayerUpload", write=True)
 def initiate_layer_upload(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:InitiateLayerUpload")
     upload_id = str(uuid.uuid4())
     start_upload(tx, repo.arn, upload_id, ctx.now)
     blob_port(tx).start_upload(upload_id)
@@ -113,13 +114,13 @@ def _upload_of(tx: Tx, ctx: Ctx, repo: Repo, upload_id: str) -> int:
     if row is None or row[0] != repo.arn:
         raise UploadNotFoundException(
             f"The upload with id '{upload_id}' does not exist in the repository with name '{repo.name}' "
-            f"in the registry with id '{ctx.account_id}'")
+            f"in the registry with id '{repo_account(repo.arn)}'")
     return int(row[1])
 
 
 @ecr.op("UploadLayerPart", write=True)
 def upload_layer_part(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:UploadLayerPart")
     upload_id: str = req["uploadId"]
     size = _upload_of(tx, ctx, repo, upload_id)
     try:
@@ -133,20 +134,20 @@ def upload_layer_part(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         raise InvalidLayerPartException(
             f"The part with range {first}-{last} is not valid: the upload has received {size} bytes "
             f"and the part holds {len(data)}",
-            extra={"registryId": ctx.account_id, "repositoryName": repo.name, "uploadId": upload_id,
+            extra={"registryId": repo_account(repo.arn), "repositoryName": repo.name, "uploadId": upload_id,
                    "lastValidByteReceived": max(size - 1, 0)})
     try:
         new_size = blob_port(tx).append(upload_id, first, data)
     except UnknownUpload:
         raise UploadNotFoundException(f"The upload with id '{upload_id}' is no longer available") from None
     tx.run(_UPLOAD_SIZE, u=upload_id, s=new_size, t=ctx.now)
-    return {"registryId": ctx.account_id, "repositoryName": repo.name, "uploadId": upload_id,
+    return {"registryId": repo_account(repo.arn), "repositoryName": repo.name, "uploadId": upload_id,
             "lastByteReceived": new_size - 1}
 
 
 @ecr.op("CompleteLayerUpload", write=True)
 def complete_layer_upload(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:CompleteLayerUpload")
     upload_id: str = req["uploadId"]
     size = _upload_of(tx, ctx, repo, upload_id)
     digests: list[str] = req["layerDigests"]
@@ -161,7 +162,7 @@ def complete_layer_upload(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     if layer(tx, repo.arn, digest) is not None:
         raise LayerAlreadyExistsException(
             f"The layer '{digest}' already exists in the repository with name '{repo.name}' "
-            f"in the registry with id '{ctx.account_id}'")
+            f"in the registry with id '{repo_account(repo.arn)}'")
     try:
         stored = blob_port(tx).commit(upload_id, digest)
     except UnknownUpload:
@@ -172,13 +173,13 @@ def complete_layer_upload(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     add_layer(tx, repo.arn, digest, stored, None, ctx.now)
     tx.run(_END_UPLOAD, u=upload_id)
     tx.notify("ecr-layer", repo.arn)
-    return {"registryId": ctx.account_id, "repositoryName": repo.name, "uploadId": upload_id,
+    return {"registryId": repo_account(repo.arn), "repositoryName": repo.name, "uploadId": upload_id,
             "layerDigest": digest}
 
 
 @ecr.op("GetDownloadUrlForLayer", write=False)
 def get_download_url_for_layer(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
-    repo = require_repo(tx, ctx, req)
+    repo = require_repo_for(tx, ctx, req, "ecr:GetDownloadUrlForLayer")
     digest: str = req["layerDigest"]
     if not DIGEST_RE.fullmatch(digest):
         raise InvalidParameterException(
@@ -187,6 +188,6 @@ def get_download_url_for_layer(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     if layer(tx, repo.arn, digest) is None:
         raise LayersNotFoundException(
             f"The layer with digest '{digest}' does not exist in the repository with name '{repo.name}' "
-            f"in the registry with id '{ctx.account_id}'")
+            f"in the registry with id '{repo_account(repo.arn)}'")
     return {"downloadUrl": f"http://{config.registry_host()}/v2/{repo.name}/blobs/{digest}",
             "layerDigest": digest}
