@@ -79,14 +79,17 @@ def read_credentials(data_dir: Path) -> tuple[str, str] | None:
 def banner(cfg: ServerConfig) -> str:
     endpoint = f"http://{'127.0.0.1' if cfg.host in ('0.0.0.0', '') else cfg.host}:{cfg.port}"
     creds = read_credentials(cfg.data_dir)
-    lines = [f"Dockyard is serving the ECS API on {endpoint}", "", "Point the aws CLI at it:"]
+    lines = [f"Dockyard is serving the ECS and ECR APIs and its image registry on {endpoint}", "",
+             "Point the aws CLI at it:"]
     if creds:
         lines += [f"  export AWS_ACCESS_KEY_ID={creds[0]}", f"  export AWS_SECRET_ACCESS_KEY={creds[1]}"]
     else:
         lines += [f"  (root key not found in {cfg.data_dir / 'credentials'}; create one with "
                   "`dockyard keys create`)"]
     lines += ["  export AWS_DEFAULT_REGION=us-east-1",
-              f"  aws ecs list-clusters --endpoint-url {endpoint}", ""]
+              f"  aws ecs list-clusters --endpoint-url {endpoint}",
+              f"  aws ecr get-login-password --endpoint-url {endpoint} | docker login --username AWS "
+              f"--password-stdin {endpoint.removeprefix('http://')}", ""]
     return "\n".join(lines)
 
 

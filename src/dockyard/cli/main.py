@@ -190,7 +190,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
 
     _add_up_parser(sub)
-    s = sub.add_parser("server", help="serve the ECS API (SigV4-verified) and the agent channel on one HTTP port")
+    s = sub.add_parser("server", help="serve the ECS and ECR APIs (SigV4-verified), the image registry "
+                                      "(/v2/) and the agent channel on one HTTP port")
     _add_server_args(s)
     s.set_defaults(fn=cmd_server)
 
