@@ -256,6 +256,66 @@ class BlobStore:
         self._sessions[upload_id] = _Session()
         return upload_id
 
+    # Synchronous variants for the ECR API's layer-upload calls, which run inside the store's
+    # write transaction with parts of a few MB; the /v2/ routes stream with the async API.
+
+    def open_upload(self, upload_id: str) -> None:
+        """Start an upload session under an id the caller chose (32 hex)."""
+        fd = os.open(self._upload_path(upload_id), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        self._sessions[upload_id] = _Session()
+
+    def write_at(self, upload_id: str, offset: int, data: bytes) -> int:
+        """Write ``data`` at ``offset``, dropping anything past it (a retried part is harmless);
+        returns the new size. UploadUnknown when there is no such session, or while an async
+        append is streaming into it."""
+        sess = self._sessions.get(upload_id)
+        if sess is not None and sess.lock.locked():
+            raise UploadUnknown(upload_id)
+        try:
+            fd = os.open(self._upload_path(upload_id), os.O_RDWR)
+        except FileNotFoundError:
+            raise UploadUnknown(upload_id) from None
+        try:
+            if os.fstat(fd).st_size != offset:
+                os.ftruncate(fd, offset)
+            view = memoryview(data)
+            pos = offset
+            while view:
+                n = os.pwrite(fd, view, pos)
+                view, pos = view[n:], pos + n
+        finally:
+            os.close(fd)
+        # Keep the running hash when the part extends what it has seen; otherwise it is rebuilt
+        # from the file at commit (a retried, overlapping part).
+        if sess is not None and sess.hashed == offset:
+            sess.hasher.update(data)
+            sess.hashed += len(data)
+        elif sess is not None:
+            self._sessions.pop(upload_id, None)
+        return pos
+
+    def commit_now(self, upload_id: str, digest: str) -> int:
+        """``commit`` without new chunks, synchronously; on DigestMismatch the session is kept
+        (ECR lets the client retry CompleteLayerUpload)."""
+        path = self._upload_path(upload_id)
+        sess = self._session(upload_id)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise UploadUnknown(upload_id) from None
+        try:
+            size = os.fstat(fd).st_size
+            self._catch_up(fd, sess, size)
+            actual = "sha256:" + sess.hasher.hexdigest()
+            if actual != digest:
+                raise DigestMismatch(digest, actual)  # also what a malformed digest gets
+            self._place(fd, path, self.path(digest), size)
+        finally:
+            os.close(fd)
+        self._sessions.pop(upload_id, None)
+        return size
+
     def size(self, upload_id: str) -> int:
         """Bytes received so far; UploadUnknown when there is no such session."""
         try:

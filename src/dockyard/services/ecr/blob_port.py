@@ -18,7 +18,8 @@ from typing import Protocol
 
 from sqlalchemy import text
 
-from dockyard.registry.blobs import BlobStore, _Session
+from dockyard.registry.blobs import BlobStore, UploadUnknown
+from dockyard.registry.blobs import DigestMismatch as BlobDigestMismatch
 from dockyard.state.store import Tx
 
 
@@ -100,63 +101,22 @@ class BlobStorePort:
     def __init__(self, store: BlobStore) -> None:
         self.store = store
 
-    def _path(self, upload_id: str) -> tuple[str, Path]:
-        hex_id = store_upload_id(upload_id)
-        return hex_id, self.store.upload_dir / hex_id
-
     def start_upload(self, upload_id: str) -> None:
-        hex_id, path = self._path(upload_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        os.close(fd)
-        self.store._sessions[hex_id] = _Session()
+        self.store.open_upload(store_upload_id(upload_id))
 
     def append(self, upload_id: str, offset: int, data: bytes) -> int:
-        hex_id, path = self._path(upload_id)
-        sess = self.store._sessions.get(hex_id)
-        if sess is not None and sess.lock.locked():  # a /v2/ PATCH is streaming into it
-            raise UnknownUpload(upload_id)
         try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
+            return self.store.write_at(store_upload_id(upload_id), offset, data)
+        except UploadUnknown:
             raise UnknownUpload(upload_id) from None
-        try:
-            size = os.fstat(fd).st_size
-            if offset != size:
-                os.ftruncate(fd, offset)
-            view = memoryview(data)
-            pos = offset
-            while view:
-                n = os.pwrite(fd, view, pos)
-                view, pos = view[n:], pos + n
-        finally:
-            os.close(fd)
-        # Keep the running hash when the part extends what it has seen; otherwise let the
-        # store rebuild it from the file at commit (a retried, overlapping part).
-        if sess is not None and sess.hashed == offset:
-            sess.hasher.update(data)
-            sess.hashed += len(data)
-        elif sess is not None:
-            self.store._sessions.pop(hex_id, None)
-        return pos
 
     def commit(self, upload_id: str, digest: str) -> int:
-        hex_id, path = self._path(upload_id)
-        sess = self.store._session(hex_id)
         try:
-            fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
+            return self.store.commit_now(store_upload_id(upload_id), digest)
+        except UploadUnknown:
             raise UnknownUpload(upload_id) from None
-        try:
-            size = os.fstat(fd).st_size
-            self.store._catch_up(fd, sess, size)
-            actual = "sha256:" + sess.hasher.hexdigest()
-            if actual != digest:
-                raise DigestMismatch(actual)  # the session is kept: the client may retry
-            self.store._place(fd, path, self.store.path(digest), size)
-        finally:
-            os.close(fd)
-        self.store._sessions.pop(hex_id, None)
-        return size
+        except BlobDigestMismatch as e:
+            raise DigestMismatch(e.actual) from None
 
     def exists(self, digest: str) -> bool:
         return self.store.exists(digest)

@@ -194,7 +194,8 @@ def record(tx: Tx, ctx: Ctx, service: Doc, deployment: Doc, task_definition: Doc
     return sd_arn
 
 
-def _rewrite(tx: Tx, sd_arn: str, fn: Any) -> Doc | None:
+def rewrite(tx: Tx, sd_arn: str, fn: Any) -> Doc | None:
+    """Apply ``fn`` to a service deployment's document and save it (controller API)."""
     row = tx.one(_SD_GET, a=sd_arn)
     if row is None:
         return None
@@ -221,7 +222,7 @@ def set_status(tx: Tx, now: float, sd_arn: str, status: str, reason: str | None 
             for monitor in (doc.get("deploymentCircuitBreaker"), doc.get("alarms")):
                 if monitor and monitor.get("status") == "MONITORING":
                     monitor["status"] = "MONITORING_COMPLETE"
-    return _rewrite(tx, sd_arn, apply)
+    return rewrite(tx, sd_arn, apply)
 
 
 def supersede(tx: Tx, now: float, service_arn: str, reason: str) -> None:
@@ -240,7 +241,18 @@ def retarget(tx: Tx, now: float, service_arn: str, deployment_id: str, desired: 
     def apply(doc: Doc) -> None:
         doc["targetServiceRevision"]["requestedTaskCount"] = desired
         doc["updatedAt"] = now
-    _rewrite(tx, row[0], apply)
+    rewrite(tx, row[0], apply)
+
+
+def status_of(tx: Tx, sd_arn: str) -> tuple[str, Doc] | None:
+    """A service deployment's status and document."""
+    row = tx.one(_SD_GET, a=sd_arn)
+    return (row[3], loads(row[4])) if row else None
+
+
+def revision(tx: Tx, revision_arn: str) -> Doc | None:
+    row = tx.one(_REV_GET, a=revision_arn)
+    return loads(row[0]) if row else None
 
 
 def arn_of_deployment(tx: Tx, service_arn: str, deployment_id: str) -> str | None:
@@ -389,5 +401,5 @@ def stop_service_deployment(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         def apply(d: Doc) -> None:
             d["status"] = "STOP_REQUESTED"
             d["updatedAt"] = ctx.now
-    _rewrite(tx, arn, apply)
+    rewrite(tx, arn, apply)
     return {"serviceDeploymentArn": arn}

@@ -156,7 +156,7 @@ class _Step:
         return True
 
 
-def _stop_reason(why: str, deployment_id: str, settings: Settings) -> str:
+def _stop_reason(why: str, deployment_id: str) -> str:
     if why == rollout.UNHEALTHY:
         return HEALTH_REASON
     return f"Scaling activity initiated by (deployment {deployment_id})"
@@ -241,14 +241,14 @@ def _sd_status(step: _Step) -> tuple[str | None, Doc | None]:
         return None, None
     hit = step.sd_cache
     if hit is None or hit[0] != arn:
-        row = step.tx.one(service_deployments._SD_GET, a=arn)
-        hit = step.sd_cache = (arn, row[3] if row else None, loads(row[4]) if row else None)
+        got = service_deployments.status_of(step.tx, arn)
+        hit = step.sd_cache = (arn, got[0], got[1]) if got else (arn, None, None)
     return hit[1], hit[2]
 
 
 def _sd_rewrite(step: _Step, sd_arn: str, fn: Any) -> None:
     step.sd_cache = None
-    service_deployments._rewrite(step.tx, sd_arn, fn)
+    service_deployments.rewrite(step.tx, sd_arn, fn)
 
 
 def _sd_set(step: _Step, sd_arn: str, status: str, reason: str | None = None) -> None:
@@ -263,10 +263,9 @@ def _source_revision(step: _Step) -> Doc | None:
     sources = (sd or {}).get("sourceServiceRevisions") or []
     if not sources:
         return None
-    row = step.tx.one(service_deployments._REV_GET, a=sources[0]["arn"])
-    if row is None:
+    rev = service_deployments.revision(step.tx, sources[0]["arn"])
+    if rev is None:
         return None
-    rev = loads(row[0])
     dep: Doc = {"id": "ecs-svc/" + rev["serviceRevisionArn"].rsplit("/", 1)[-1],
                 "taskDefinition": rev.get("taskDefinition")}
     for k in ("capacityProviderStrategy", "launchType", "platformVersion", "platformFamily",
@@ -572,7 +571,7 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
         plan.stop = [(arn, why) for arn, why in plan.stop if why != rollout.REPLACED]
     if plan.stop:
         for arn, why in plan.stop:
-            tasks.request_stop(tx, by_arn[arn], now, STOP_CODE, _stop_reason(why, primary["id"], settings))
+            tasks.request_stop(tx, by_arn[arn], now, STOP_CODE, _stop_reason(why, primary["id"]))
         step.event(f"has stopped {len(plan.stop)} running tasks: {_task_ids([a for a, _ in plan.stop])}.")
         # A task of a lost agent frees its slot at once (no report will come): look again now.
         step.wake.append(now)
