@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -35,8 +36,41 @@ from lib.capture import Capturer  # noqa: E402
 from lib.targets import DockyardTarget  # noqa: E402
 
 
+def _best(fn: Any, n: int, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t0) / n * 1e6)
+    return best
+
+
+def _stages(app: Any, op: str, headers: Any, body: bytes) -> dict[str, Any]:
+    """Each stage of a read alone, on the same request (what App.http chains together)."""
+    import orjson
+
+    from dockyard.services.context import Ctx
+
+    proto = next(iter(app.by_prefix.values()))
+    verify = app.verifier.verify
+    ident = verify("POST", "/", "", headers, body, proto.signing_name)
+    req = orjson.loads(body)
+    fn = proto.registry.operations[op]
+    ctx = Ctx(ident.account_id, ident.region, ident.principal_arn, "rid", time.time(), ident.access_key_id)
+    constrain = proto.constraints.get(op) or (lambda r: None)
+    return {
+        "request id": app.request_ids.next,
+        "sigv4": lambda: verify("POST", "/", "", headers, body, proto.signing_name),
+        "parse": lambda: orjson.loads(body),
+        "validate": lambda: proto.validator.check(op, req),
+        "constraints": lambda: constrain(req),
+        "operation (store read)": lambda: app.store.read(fn.fn, ctx, req, snapshot=fn.snapshot),
+    }
+
+
 async def run(data_dir: Path, key: str, secret: str, endpoint: str, ops: list[str], n: int, repeat: int,
-              profile: str | None) -> None:
+              profile: str | None, stages: bool = False) -> None:
     from dockyard.api.server import build_app
     from dockyard.api.sigv4 import DictHeaders
     from dockyard.state.store import Store
@@ -63,6 +97,9 @@ async def run(data_dir: Path, key: str, secret: str, endpoint: str, ops: list[st
                     await app.http("POST", "/", "", headers, tpl.body)
                 best = min(best, (time.perf_counter() - t0) / n * 1e6)
             print(f"{op:<24} {best:26.1f} {len(out):15d}")
+            if stages:
+                for stage, fn in _stages(app, op, headers, tpl.body).items():
+                    print(f"  {stage:<22} {_best(fn, n, repeat):26.1f}")
             if op == profile:
                 pr = cProfile.Profile()
                 pr.enable()
@@ -82,6 +119,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=5000, help="requests per timing")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--big", action="store_true", help="with 1,000 services and 10,000 tasks stored")
+    ap.add_argument("--stages", action="store_true", help="also time each stage of each operation alone")
     ap.add_argument("--profile", metavar="OP", help="cProfile one operation (tottime, top 20)")
     a = ap.parse_args()
     ops = a.ops.split(",")
@@ -97,7 +135,7 @@ def main() -> int:
                 preload(t, 1000, 10000)
         finally:
             t.stop()
-        asyncio.run(run(t.data_dir, t.key, t.secret, t.endpoint, ops, a.n, a.repeat, a.profile))
+        asyncio.run(run(t.data_dir, t.key, t.secret, t.endpoint, ops, a.n, a.repeat, a.profile, a.stages))
     return 0
 
 

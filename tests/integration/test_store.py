@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ async def queued_as_one_group(store: Store, writes: list[Awaitable[Any]]) -> lis
         commit(conn)
 
     store._commit_now = gated_commit  # type: ignore[method-assign]
+    store.inline_commit_max = -1.0  # commits in the commit thread, so the loop queues the others
     first = asyncio.ensure_future(store.write(lambda tx: None))
     assert await asyncio.to_thread(entered.wait, 10)
     futures: list[asyncio.Future[Any]] = [asyncio.ensure_future(w) for w in writes]
@@ -226,6 +228,7 @@ def test_read_sees_committed_writes_and_never_uncommitted_ones(store: Store) -> 
         commit(conn)
 
     store._commit_now = held_commit  # type: ignore[method-assign]
+    store.inline_commit_max = -1.0  # the held commit must not hold the loop
 
     def slow_write(tx: Tx) -> None:
         _insert(tx, "arn:s", "slow")
@@ -282,3 +285,47 @@ def test_server_on_postgresql_serves_clusters(pg: PostgresServer) -> None:
         assert server.client("ecs").list_clusters()["clusterArns"] == [created["clusterArn"]]
     finally:
         server.cleanup()
+
+
+def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> None:
+    """Fast commits run on the loop; slow ones (a slow disk) go to the commit thread, and come back."""
+    from dockyard.state import store as store_mod
+
+    store = Store(f"sqlite:///{tmp_path / 'dockyard.db'}")
+    store.migrate()
+    where: list[str] = []
+    slow = threading.Event()
+    commit = store._commit_now
+
+    def observed_commit(conn: Any) -> None:
+        where.append(threading.current_thread().name)
+        if slow.is_set():
+            time.sleep(0.01)  # 5x the inline limit
+        commit(conn)
+
+    store._commit_now = observed_commit  # type: ignore[method-assign]
+
+    async def writes(n: int) -> None:
+        for i in range(n):
+            await store.write(_insert, "arn:d", f"k{len(where)}-{i}")
+
+    async def body() -> tuple[list[str], list[str], list[str]]:
+        await writes(5)
+        fast = list(where)
+        slow.set()
+        await writes(40)
+        slow_tail = where[-10:]
+        slow.clear()
+        await writes(store_mod.INLINE_PROBE_EVERY * 3)
+        return fast, slow_tail, where[-5:]
+
+    try:
+        fast, slow_tail, recovered = run_with_writer(store, body)
+    finally:
+        store.engine.dispose()
+    loop_thread = threading.main_thread().name
+    assert fast == [loop_thread] * 5
+    assert all(name.startswith("store-commit") for name in slow_tail)
+    # Probes found the disk fast again: commits are back on the loop.
+    assert recovered == [loop_thread] * 5
+    assert committed_count(store.url, "arn:d") == 5 + 40 + store_mod.INLINE_PROBE_EVERY * 3

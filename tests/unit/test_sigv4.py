@@ -134,7 +134,7 @@ _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 @given(body=st.binary(max_size=300), path=st.lists(st.text("abc-_.~%20/", max_size=6), max_size=3),
        query=st.dictionaries(st.text("abcXYZ-_", min_size=1, max_size=5), _text, max_size=3),
        extra=st.dictionaries(st.sampled_from(["X-Amz-Meta-A", "X-Custom", "Accept"]),
-                             st.text("ab c\t-", min_size=1, max_size=8), max_size=2),
+                             st.text("ab c\t-\x0b\xa0", min_size=1, max_size=8), max_size=2),
        region=st.sampled_from(["us-east-1", "eu-central-1", "local"]))
 def test_matches_botocore_on_arbitrary_requests(body, path, query, extra, region):
     from urllib.parse import urlencode

@@ -10,11 +10,12 @@ read, so blob uploads stream to disk.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from dockyard.api.awsjson import JsonProtocol
+from dockyard.api.awsjson import JsonProtocol, Response
 from dockyard.api.errors import AwsError, MissingAuthenticationTokenException, UnknownOperationException
 from dockyard.api.sigv4 import Credential, SigV4Verifier
 from dockyard.state import keys
@@ -65,9 +66,8 @@ class App:
                 await self.registry.handle(scope, proto)
                 return
             body = await proto()
-            status, headers, out = await self.http(scope.method, scope.path, scope.query_string,
-                                                   scope.headers, body)
-            proto.response_bytes(status, headers, out)
+            r = self.respond(scope.method, path, scope.query_string, scope.headers, body)
+            proto.response_bytes(*(r if isinstance(r, tuple) else await r))
             return
         if scope.proto == "ws" and self.agents is not None:
             await self.agents.handle(scope, proto)
@@ -75,8 +75,13 @@ class App:
         # Before accept() granian answers close(status) as an HTTP response: an HTTP status only.
         proto.close(404)
 
-    async def http(self, method: str, path: str, query: str, headers: Any,
-                   body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    async def http(self, method: str, path: str, query: str, headers: Any, body: bytes) -> Response:
+        r = self.respond(method, path, query, headers, body)
+        return r if isinstance(r, tuple) else await r
+
+    def respond(self, method: str, path: str, query: str, headers: Any,
+                body: bytes) -> Response | Awaitable[Response]:
+        """The response, or for writes an awaitable of it (reads cost no coroutine)."""
         rid = self.request_ids.next()
         target = headers.get("x-amz-target")
         if target is not None and method == "POST":
@@ -88,14 +93,14 @@ class App:
                 identity = self.verifier.verify(method, path, query, headers, body, protocol.signing_name)
             except AwsError as err:
                 return protocol.error(err, rid)
-            return await protocol.handle(target, body, identity, rid)
+            return protocol.respond(target, body, identity, rid)
         if method == "GET" and path in ("/", "/ping"):
             return 200, [("content-type", "application/json"), ("x-amzn-requestid", rid)], \
                 b'{"service":"dockyard","status":"ok"}'
         return self._error(MissingAuthenticationTokenException("Missing Authentication Token"), rid)
 
     @staticmethod
-    def _error(err: AwsError, rid: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _error(err: AwsError, rid: str) -> Response:
         return err.status, [("content-type", "application/x-amz-json-1.1"), ("x-amzn-requestid", rid),
                             ("x-amzn-errortype", err.code)], \
             orjson.dumps({"__type": err.code, "message": err.message})

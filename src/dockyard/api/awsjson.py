@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -25,7 +26,7 @@ from dockyard.api.errors import (
 from dockyard.api.sigv4 import Identity
 from dockyard.api.validation import Validator
 from dockyard.services.context import Ctx
-from dockyard.services.registry import Registry
+from dockyard.services.registry import Operation, Registry
 from dockyard.state.store import Store
 
 log = logging.getLogger(__name__)
@@ -51,33 +52,59 @@ class JsonProtocol:
         return (err.status, [("content-type", self.content_type), ("x-amzn-requestid", request_id),
                              ("x-amzn-errortype", err.code)], orjson.dumps(body))
 
-    async def handle(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response:
+    def respond(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response | Awaitable[Response]:
+        """The response to one call: at once for reads and errors, an awaitable for writes.
+
+        Synchronous up to the store so that a read costs no coroutine frames; only a
+        write waits (for its group commit).
+        """
         try:
-            result = await self._dispatch(target, body, identity, request_id)
+            op, ctx, req = self._prepare(target, body, identity, request_id)
+            if op.write:
+                return self._write(op, ctx, req, target)
+            result = self.store.read(op.fn, ctx, req, snapshot=op.snapshot)
         except AwsError as err:
             return self.error(err, request_id)
         except Exception:
             log.exception("internal error in %s (request %s)", target, request_id)
             return self.error(ServerException("Internal error."), request_id)
+        return self._ok(result, request_id)
+
+    async def handle(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response:
+        r = self.respond(target, body, identity, request_id)
+        return r if isinstance(r, tuple) else await r
+
+    def _ok(self, result: Any, request_id: str) -> Response:
         raw = result if isinstance(result, bytes) else orjson.dumps(result)
         return 200, [("content-type", self.content_type), ("x-amzn-requestid", request_id)], raw
 
-    async def _dispatch(self, target: str, body: bytes, identity: Identity, request_id: str) -> Any:
+    async def _write(self, op: Operation, ctx: Ctx, req: dict[str, Any], target: str) -> Response:
+        try:
+            result = await self.store.write(op.fn, ctx, req)
+        except AwsError as err:
+            return self.error(err, ctx.request_id)
+        except Exception:
+            log.exception("internal error in %s (request %s)", target, ctx.request_id)
+            return self.error(ServerException("Internal error."), ctx.request_id)
+        return self._ok(result, ctx.request_id)
+
+    def _prepare(self, target: str, body: bytes, identity: Identity,
+                 request_id: str) -> tuple[Operation, Ctx, dict[str, Any]]:
+        """The operation, its context and its validated input; raises the AWS error otherwise."""
         prefix, _, name = target.partition(".")
         op = self.registry.operations.get(name) if prefix == self.target_prefix else None
         if op is None:
             if prefix == self.target_prefix and self.validator.operation(name) is not None:
                 raise UnknownOperationException(f"Dockyard does not implement {name} yet.")
             raise UnknownOperationException("")
-        if body.strip():
-            try:
-                req = orjson.loads(body)
-            except orjson.JSONDecodeError:
+        try:
+            req = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            if body.strip():
                 raise SerializationException("Start of structure or map found where not expected.") from None
-            if not isinstance(req, dict):
-                raise SerializationException("Start of structure or map found where not expected.")
-        else:
             req = {}
+        if not isinstance(req, dict):
+            raise SerializationException("Start of structure or map found where not expected.")
         problem = self.validator.check(name, req)
         if problem is not None:
             raise InvalidParameterException(problem)
@@ -85,8 +112,5 @@ class JsonProtocol:
         if constrain is not None:
             constrain(req)
         # AWS timestamps carry milliseconds.
-        ctx = Ctx(identity.account_id, identity.region, identity.principal_arn, request_id,
-                  round(time.time(), 3), identity.access_key_id)
-        if op.write:
-            return await self.store.write(op.fn, ctx, req)
-        return self.store.read(op.fn, ctx, req, snapshot=op.snapshot)
+        return op, Ctx(identity.account_id, identity.region, identity.principal_arn, request_id,
+                       round(time.time(), 3), identity.access_key_id), req

@@ -11,10 +11,11 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, unquote
 
 from botocore.utils import normalize_url_path
@@ -43,9 +44,8 @@ class Credential:
     principal_arn: str
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who signed a request, and for which region."""
+class Identity(NamedTuple):
+    """Who signed a request, and for which region (a tuple: built on every request)."""
 
     access_key_id: str
     account_id: str
@@ -71,7 +71,44 @@ class DictHeaders:
 
 
 def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+    return hmac.digest(key, msg.encode(), "sha256")
+
+
+# ASCII whitespace that str.split() splits on, other than space and the newlines joining the lines.
+_ODD_SPACE = re.compile("[\t\r\x0b\x0c\x1c-\x1f]")
+
+
+def _canonical_as_sent(canon: str) -> bool:
+    """True when no value in the ``name:value`` lines needs trimming or folding (the usual case).
+
+    Plain substring tests: a regular expression with alternatives cost ~3 µs per request here.
+    """
+    return (canon.isascii() and "  " not in canon and ": " not in canon and " \n" not in canon
+            and canon[-1:] != " " and _ODD_SPACE.search(canon) is None)
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class _SigningKey:
+    """HMAC-SHA256 under one derived key, with the padded key blocks hashed once.
+
+    The same construction as ``hmac`` (RFC 2104), but each request only copies the two
+    prepared SHA-256 states: ~0.8 µs against ~1.8 µs for ``hmac.new``/``hmac.digest``.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = key.ljust(64, b"\0")  # a derived key is 32 bytes, under SHA-256's block size
+        self._inner = hashlib.sha256(block.translate(_IPAD))
+        self._outer = hashlib.sha256(block.translate(_OPAD))
+
+    def hexdigest(self, msg: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
 
 def canonical_uri(raw_path: str) -> str:
@@ -126,9 +163,12 @@ class SigV4Verifier:
                  clock: Callable[[], float] = time.time) -> None:
         self._lookup = lookup
         self._clock = clock
-        self._keys: dict[tuple[str, str, str, str], bytes] = {}
+        self._keys: dict[tuple[str, str, str, str], _SigningKey] = {}
+        # Authorization header fields by the header's text before its signature: a client sends
+        # the same Credential and SignedHeaders on every request of a day.
+        self._auth_fields: dict[str, dict[str, str]] = {}
 
-    def _signing_key(self, secret: str, date: str, region: str, service: str) -> bytes:
+    def _signing_key(self, secret: str, date: str, region: str, service: str) -> _SigningKey:
         ck = (secret, date, region, service)
         key = self._keys.get(ck)
         if key is None:
@@ -137,7 +177,7 @@ class SigV4Verifier:
             k = _hmac(("AWS4" + secret).encode(), date)
             k = _hmac(k, region)
             k = _hmac(k, service)
-            key = self._keys[ck] = _hmac(k, "aws4_request")
+            key = self._keys[ck] = _SigningKey(_hmac(k, "aws4_request"))
         return key
 
     def verify(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
@@ -152,14 +192,16 @@ class SigV4Verifier:
     # -- header form -------------------------------------------------------
     def _verify_header(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
                        body: bytes, service: str, auth: str) -> Identity:
-        algo, _, rest = auth.strip().partition(" ")
-        if algo != ALGORITHM:
-            raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algo}'")
-        fields: dict[str, str] = {}
-        for part in rest.split(","):
-            k, sep, v = part.strip().partition("=")
-            if sep:
-                fields[k] = v
+        head, sig_sep, signature = auth.rpartition("Signature=")
+        cached = self._auth_fields.get(head) if sig_sep and "," not in signature else None
+        if cached is not None:
+            fields = {**cached, "Signature": signature.strip()}
+        else:
+            fields = self._parse_auth(auth)
+            if sig_sep and "Signature" in fields and "," not in signature:
+                if len(self._auth_fields) > 4096:
+                    self._auth_fields.clear()
+                self._auth_fields[head] = {k: v for k, v in fields.items() if k != "Signature"}
         missing = [name for name in ("Credential", "SignedHeaders", "Signature") if name not in fields]
         if missing:
             raise IncompleteSignatureException(
@@ -186,6 +228,18 @@ class SigV4Verifier:
         return self._check(method, raw_path, canonical_query(raw_query), headers, signed,
                            payload_hash, fields["Credential"], amz_date, fields["Signature"],
                            service, expires=None)
+
+    @staticmethod
+    def _parse_auth(auth: str) -> dict[str, str]:
+        algo, _, rest = auth.strip().partition(" ")
+        if algo != ALGORITHM:
+            raise IncompleteSignatureException(f"Unsupported AWS 'algorithm': '{algo}'")
+        fields: dict[str, str] = {}
+        for part in rest.split(","):
+            k, sep, v = part.strip().partition("=")
+            if sep:
+                fields[k] = v
+        return fields
 
     # -- presigned query form ---------------------------------------------
     def _verify_query(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
@@ -259,21 +313,21 @@ class SigV4Verifier:
         if cred is None:
             raise UnrecognizedClientException("The security token included in the request is invalid.")
         names = signed.split(";")
-        lines = []
-        for name in names:
-            value = headers.get(name)
-            if value is None:
-                raise InvalidSignatureException(
-                    "The request signature we calculated does not match the signature you provided. "
-                    "Check your AWS Secret Access Key and signing method. Consult the service "
-                    "documentation for details.")
-            lines.append(f"{name}:{' '.join(value.split())}")
-        creq = "\n".join((method, canonical_uri(raw_path), cquery, "\n".join(lines) + "\n", signed,
-                          payload_hash))
+        values = [headers.get(name) for name in names]
+        if None in values:
+            raise InvalidSignatureException(
+                "The request signature we calculated does not match the signature you provided. "
+                "Check your AWS Secret Access Key and signing method. Consult the service "
+                "documentation for details.")
+        canon = "\n".join(map(":".join, zip(names, values)))
+        if not _canonical_as_sent(canon):
+            # A value to trim or with whitespace runs to fold, as botocore signs it.
+            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values))
+        creq = "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, payload_hash))
         sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{scope_service}/aws4_request",
                          hashlib.sha256(creq.encode()).hexdigest()))
         key = self._signing_key(cred.secret_access_key, date, region, scope_service)
-        expected = hmac.new(key, sts.encode(), hashlib.sha256).hexdigest()
+        expected = key.hexdigest(sts.encode())
         if not hmac.compare_digest(expected, signature):
             raise InvalidSignatureException(
                 "The request signature we calculated does not match the signature you provided. "

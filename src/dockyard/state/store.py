@@ -19,6 +19,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -34,6 +35,16 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _GROUP_MAX = 512
+# A group's COMMIT (the WAL write and its fsync) runs on the event loop when nothing else wants
+# the loop: handing it to a thread costs a wake-up and two GIL hand-offs per group, 10-20% of
+# durable write throughput here (bench/api_mix.py, writes only). But while it runs the loop
+# serves nothing, which cost 15% on the mixed workload, so a commit goes to the commit thread
+# when any read ran since the previous group. A slow disk would hold every request behind its
+# fsync, so while inline commits average more than INLINE_COMMIT_MAX_SECONDS they go to the
+# thread too, and every INLINE_PROBE_EVERY-th group is committed inline to see whether the disk
+# got faster.
+INLINE_COMMIT_MAX_SECONDS = 0.002
+INLINE_PROBE_EVERY = 64
 
 # Called when a group commit fails and everything in it is rolled back: in-process caches keyed
 # by row versions (which a rollback can hand out again for different content) clear themselves.
@@ -153,6 +164,11 @@ class Store:
         self._stopping = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: list[Callable[[list[tuple[str, str]]], None]] = []
+        self._commit_avg = 0.0  # moving average of inline COMMIT seconds
+        self.inline_commit_max = INLINE_COMMIT_MAX_SECONDS  # below 0: every commit in the thread
+        self._groups = 0
+        self.reads = 0  # reads served (see _commit_group)
+        self._reads_seen = 0
 
     # -- connections -------------------------------------------------------
     def connect(self) -> Any:
@@ -198,6 +214,7 @@ class Store:
         ``snapshot=False`` is for functions that run a single statement, which is atomic
         on its own (SQLite): it saves the BEGIN/COMMIT round trip on the hottest reads.
         """
+        self.reads += 1
         with self._read_lock:
             if self._read_conn is None:
                 self._read_conn = self.connect()
@@ -291,6 +308,20 @@ class Store:
     def _commit_now(self, conn: Any) -> None:
         conn.execute("COMMIT")
 
+    async def _commit_group(self, conn: Any) -> None:
+        self._groups += 1
+        quiet = self.reads == self._reads_seen
+        self._reads_seen = self.reads
+        inline = self._commit_avg <= self.inline_commit_max
+        if (inline and quiet) or (self.inline_commit_max >= 0 and self._groups % INLINE_PROBE_EVERY == 0):
+            t0 = time.perf_counter()
+            self._commit_now(conn)
+            # A probe weighs more: a few fast ones bring the commits back to the loop.
+            self._commit_avg += (time.perf_counter() - t0 - self._commit_avg) / (8 if inline else 2)
+        else:
+            assert self._loop is not None
+            await self._loop.run_in_executor(self._committer, self._commit_now, conn)
+
     def _run_group(self, conn: Any, batch: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
         """BEGIN and run each write in a SAVEPOINT of its own; the transaction is left open."""
         results: list[tuple[asyncio.Future[Any], bool, Any]] = []
@@ -334,7 +365,7 @@ class Store:
                 events: list[tuple[str, str]] = []
                 try:
                     results, events = self._run_group(conn, batch)
-                    await loop.run_in_executor(self._committer, self._commit_now, conn)
+                    await self._commit_group(conn)
                 except Exception as exc:  # noqa: BLE001  (every caller of the group gets it)
                     results, events = self._failed(conn, batch, exc), []
                 self._deliver(results, events)
