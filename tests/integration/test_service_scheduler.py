@@ -138,6 +138,26 @@ def test_replica_service_reaches_steady_state_and_replaces_a_task_whose_containe
     assert any(m.startswith("(service s) has started 1 tasks: (task ") for m in f.messages())
 
 
+def test_first_step_runs_in_the_create_service_commit(srv, key, pool):
+    f = Fleet(srv, key, pool, 2)
+    td = f.taskdef()
+    created = f.ecs.create_service(cluster=f.cluster, serviceName="s", taskDefinition=td, desiredCount=2)
+    # The answer is the service as created, as ECS answers...
+    dep = created["service"]["deployments"][0]
+    assert dep["rolloutState"] == "IN_PROGRESS" and dep["pendingCount"] == 0
+    # ...and by the time it is answered the first step has placed both tasks (same commit).
+    placed = f.ecs.list_tasks(cluster=f.cluster, serviceName="s")["taskArns"]
+    assert len(placed) == 2
+    # One clock reading for the whole commit: the tasks were created at the service's creation time.
+    assert {t["createdAt"] for t in f.ecs.describe_tasks(cluster=f.cluster, tasks=placed)["tasks"]} == {
+        created["service"]["createdAt"]}
+    msgs = f.messages()
+    assert msgs and msgs[0].startswith("(service s) has started 2 tasks: (task ")
+    f.completed()
+    # The controller did not start more on the events of that commit.
+    assert len(f.tasks()) == 2
+
+
 def test_unhealthy_task_is_stopped_with_ecs_reason_and_replaced(srv, key, pool):
     f = Fleet(srv, key, pool, 2)
     td = f.taskdef(health=True)

@@ -329,3 +329,22 @@ def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> 
     # Probes found the disk fast again: commits are back on the loop.
     assert recovered == [loop_thread] * 5
     assert committed_count(store.url, "arn:d") == 5 + 40 + store_mod.INLINE_PROBE_EVERY * 3
+
+
+def test_an_attempt_that_fails_undoes_only_its_own_writes_and_events(store: Store) -> None:
+    def nested(tx: Tx, key: str) -> None:
+        _insert(tx, "arn:n", key)
+        raise ValueError("no")
+
+    def write(tx: Tx) -> tuple[bool, bool]:
+        _insert(tx, "arn:n", "outer")
+        ok_bad, _ = tx.attempt(nested, "inner")
+        ok_good, _ = tx.attempt(_insert, "arn:n", "kept")
+        return ok_bad, ok_good
+
+    events: list[tuple[str, str]] = []
+    store.subscribe(events.extend)
+    assert run_with_writer(store, lambda: store.write(write)) == (False, True)
+    with store.transaction() as tx:
+        assert [k for k, _ in tx.all(TAGS_OF, a="arn:n")] == ["kept", "outer"]
+    assert events == [("tag", "outer"), ("tag", "kept")]

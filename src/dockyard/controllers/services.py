@@ -72,6 +72,11 @@ class ServiceController:
             if topic in ("service", "service-task"):
                 self.dirty.add(key)
                 hit = True
+            elif topic == "service-stepped":
+                # Stepped inside the commit (CreateService): what came before it is seen.
+                at, _, arn = key.partition(" ")
+                self.dirty.discard(arn)
+                self._schedule(arn, float(at) if at else None)
             elif topic == "service-deployment":
                 svc = _service_of_deployment(key)
                 if svc:

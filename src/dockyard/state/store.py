@@ -134,6 +134,21 @@ class Tx:
     def notify(self, topic: str, key: str) -> None:
         self.events.append((topic, key))
 
+    def attempt(self, fn: Callable[..., T], *args: Any) -> tuple[bool, T | Exception]:
+        """``fn(self, *args)`` in a nested savepoint: (True, its value), or (False, the exception)
+        with its writes and its events undone and the enclosing transaction left as it was."""
+        mark = len(self.events)
+        self._conn.execute("SAVEPOINT nested")
+        try:
+            value = fn(self, *args)
+        except Exception as exc:  # noqa: BLE001  (the caller decides what a failure means)
+            self._conn.execute("ROLLBACK TO SAVEPOINT nested")
+            self._conn.execute("RELEASE SAVEPOINT nested")
+            del self.events[mark:]
+            return False, exc
+        self._conn.execute("RELEASE SAVEPOINT nested")
+        return True, value
+
 
 def _sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):

@@ -21,6 +21,7 @@ step the same service at once; SQLite serialises writers anyway.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,8 @@ from dockyard.state.schema import clusters as ct
 from dockyard.state.schema import services as st
 from dockyard.state.schema import tasks as tkt
 from dockyard.state.store import Tx, prepare
+
+log = logging.getLogger(__name__)
 
 STOP_CODE = "ServiceSchedulerInitiated"
 HEALTH_REASON = "Task failed container health checks"
@@ -83,6 +86,21 @@ class Settings:
                    agent_lost_grace=num("DOCKYARD_AGENT_LOST_GRACE_SECONDS", cls.agent_lost_grace),
                    throttle_base=num("DOCKYARD_SERVICE_THROTTLE_SECONDS", cls.throttle_base),
                    retry_seconds=num("DOCKYARD_SERVICE_RETRY_SECONDS", cls.retry_seconds))
+
+
+def first_step(tx: Tx, service_arn: str, now: float) -> None:
+    """The first step of a service just created, inside the creating transaction.
+
+    On success it tells the service controller (``service-stepped``: "<next look> <arn>",
+    after every event the step wrote) that the events so far are seen. If the step fails,
+    only its own writes are undone: the service is still created and the controller steps
+    it on the ``service`` event as usual.
+    """
+    ok, nxt = tx.attempt(reconcile, service_arn, now, Settings.from_env())
+    if ok:
+        tx.notify("service-stepped", f"{'' if nxt is None else nxt} {service_arn}")
+    else:
+        log.warning("first step of %s failed (the controller retries): %s", service_arn, nxt)
 
 
 def services_in(tx: Tx, cluster_arn: str) -> list[str]:

@@ -602,6 +602,12 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     bump_cluster(tx, c.arn, active_services=1)
     tx.notify("service", arn)
     out = render(tx, ServiceRow((arn, c.arn, name, "ACTIVE", raw)), tags=bool(tags))
+    # The answer shows the service as created (rolloutState IN_PROGRESS, no tasks yet, as ECS
+    # answers); the scheduler's first step then runs in this same transaction, which spares a
+    # second group commit per CreateService. (Imported here: the scheduler builds on this module.)
+    from dockyard.services.ecs import service_scheduler
+
+    service_scheduler.first_step(tx, arn, ctx.now)
     return {"service": out}
 
 
