@@ -348,3 +348,34 @@ def test_an_attempt_that_fails_undoes_only_its_own_writes_and_events(store: Stor
     with store.transaction() as tx:
         assert [k for k, _ in tx.all(TAGS_OF, a="arn:n")] == ["kept", "outer"]
     assert events == [("tag", "outer"), ("tag", "kept")]
+
+
+def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without RESTART checkpoints the WAL only grows while writes keep coming."""
+    from dockyard.state import store as store_mod
+
+    monkeypatch.setattr(store_mod, "CHECKPOINT_SECONDS", 0.02)
+    monkeypatch.setattr(store_mod, "WAL_RESTART_FRAMES", 64)
+    monkeypatch.setattr(store_mod, "WAL_SIZE_LIMIT", 128 * 1024)
+    path = tmp_path / "dockyard.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+    wal = path.with_name("dockyard.db-wal")
+    sizes: list[int] = []
+
+    async def body() -> None:
+        for i in range(150):  # 16 writers at a time, no pause: the checkpointer never catches up
+            await asyncio.gather(*(store.write(_insert, "arn:w", f"k{i:04d}-{j:02d}-" + "x" * 1000)
+                                   for j in range(16)))
+            if i % 10 == 0:
+                sizes.append(wal.stat().st_size)
+
+    try:
+        run_with_writer(store, body)
+    finally:
+        store.engine.dispose()
+    # Never started over, the file only grows (to ~18 MB here); started over past 64 frames
+    # it is cut back to the 128 KiB limit again and again.
+    restarts = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
+    assert restarts >= 2, sizes
+    assert committed_count(store.url, "arn:w") == 2400
