@@ -53,9 +53,11 @@ CHECKPOINT_SECONDS = 0.5
 # SQLite starts the WAL over only when a writer begins while every frame is checkpointed; under
 # a steady stream of group commits that moment never comes, and the WAL grew past 200 MB in a
 # minute of bench/api_mix.py writes, slowing every commit and every page lookup (writes fell
-# from ~1,700 to ~1,150/s). Past this many frames (4 KiB pages) the checkpointer does a RESTART
-# checkpoint: it waits for the current group, copies what PASSIVE left and lets the next writer
-# start the log over. The file is then cut back to WAL_SIZE_LIMIT.
+# from ~1,700 to ~1,150/s). Past this many frames (4 KiB pages) the checkpointer asks the writer
+# for a RESTART checkpoint, which it runs between two groups on its own connection (in the
+# commit thread; reads go on): it copies what PASSIVE left and the next group starts the log
+# over. Run by the writer, it never waits on the write lock, where SQLite's busy handler sleeps
+# in steps of 1-100 ms. The file is then cut back to WAL_SIZE_LIMIT.
 WAL_RESTART_FRAMES = 4096
 WAL_SIZE_LIMIT = 32 * 1024 * 1024
 
@@ -190,6 +192,7 @@ class Store:
         self._commit_avg = 0.0  # moving average of inline COMMIT seconds
         self.inline_commit_max = INLINE_COMMIT_MAX_SECONDS  # below 0: every commit in the thread
         self._groups = 0
+        self._restart_wanted = False  # set by the checkpointer: the WAL should start over
         self.reads = 0  # reads served (see _commit_group)
         self._reads_seen = 0
 
@@ -311,7 +314,7 @@ class Store:
                 # PASSIVE copies what it can without waiting for readers or the writer.
                 _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 if frames >= WAL_RESTART_FRAMES:
-                    conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                    self._restart_wanted = True
             except sqlite3.Error:
                 log.warning("WAL checkpoint failed", exc_info=True)
         conn.close()
@@ -398,8 +401,18 @@ class Store:
                 except Exception as exc:  # noqa: BLE001  (every caller of the group gets it)
                     results, events = self._failed(conn, batch, exc), []
                 self._deliver(results, events)
+                if self._restart_wanted:
+                    self._restart_wanted = False
+                    await loop.run_in_executor(self._committer, self._restart_wal, conn)
         finally:
             self._flushing = False
+
+    @staticmethod
+    def _restart_wal(conn: Any) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        except sqlite3.Error:
+            log.warning("WAL restart checkpoint failed", exc_info=True)
 
     def _write_loop(self) -> None:
         conn = self.connect()
