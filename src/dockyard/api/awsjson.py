@@ -63,16 +63,15 @@ class JsonProtocol:
             if op.write:
                 return self._write(op, ctx, req, target)
             result = self.store.read(op.fn, ctx, req, snapshot=op.snapshot)
-        except AwsError as err:
-            return self.error(err, request_id)
-        except Exception:
-            log.exception("internal error in %s (request %s)", target, request_id)
-            return self.error(ServerException("Internal error."), request_id)
+        except Exception as exc:  # noqa: BLE001  (every failure is answered)
+            return self._failure(exc, target, request_id)
         return self._ok(result, request_id)
 
-    async def handle(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response:
-        r = self.respond(target, body, identity, request_id)
-        return r if isinstance(r, tuple) else await r
+    def _failure(self, exc: Exception, target: str, request_id: str) -> Response:
+        if isinstance(exc, AwsError):
+            return self.error(exc, request_id)
+        log.error("internal error in %s (request %s)", target, request_id, exc_info=exc)
+        return self.error(ServerException("Internal error."), request_id)
 
     def _ok(self, result: Any, request_id: str) -> Response:
         raw = result if isinstance(result, bytes) else orjson.dumps(result)
@@ -81,11 +80,8 @@ class JsonProtocol:
     async def _write(self, op: Operation, ctx: Ctx, req: dict[str, Any], target: str) -> Response:
         try:
             result = await self.store.write(op.fn, ctx, req)
-        except AwsError as err:
-            return self.error(err, ctx.request_id)
-        except Exception:
-            log.exception("internal error in %s (request %s)", target, ctx.request_id)
-            return self.error(ServerException("Internal error."), ctx.request_id)
+        except Exception as exc:  # noqa: BLE001  (every failure is answered)
+            return self._failure(exc, target, ctx.request_id)
         return self._ok(result, ctx.request_id)
 
     def _prepare(self, target: str, body: bytes, identity: Identity,
