@@ -345,7 +345,9 @@ class Store:
         quiet = self.reads == self._reads_seen
         self._reads_seen = self.reads
         inline = self._commit_avg <= self.inline_commit_max
-        if (inline and quiet) or (self.inline_commit_max >= 0 and self._groups % INLINE_PROBE_EVERY == 0):
+        # A probe is only for a disk that was slow: a fast one needs no inline commit while reads wait.
+        probe = not inline and self.inline_commit_max >= 0 and self._groups % INLINE_PROBE_EVERY == 0
+        if (inline and quiet) or probe:
             t0 = time.perf_counter()
             self._commit_now(conn)
             # A probe weighs more: a few fast ones bring the commits back to the loop.
