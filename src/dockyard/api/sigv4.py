@@ -319,10 +319,10 @@ class SigV4Verifier:
                 "The request signature we calculated does not match the signature you provided. "
                 "Check your AWS Secret Access Key and signing method. Consult the service "
                 "documentation for details.")
-        canon = "\n".join(map(":".join, zip(names, values)))
+        canon = "\n".join(map(":".join, zip(names, values, strict=True)))
         if not _canonical_as_sent(canon):
             # A value to trim or with whitespace runs to fold, as botocore signs it.
-            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values))
+            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values, strict=True))
         creq = "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, payload_hash))
         sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{scope_service}/aws4_request",
                          hashlib.sha256(creq.encode()).hexdigest()))

@@ -60,6 +60,8 @@ def _scale_in_pick(tasks: Sequence[TaskView], n: int) -> list[TaskView]:
     """The ``n`` tasks to stop first on scale-in: not healthy ones, then (ECS) one from the zone
     with the most tasks of the service, then from the instance with the most, counted again
     after each pick so the zones stay balanced."""
+    if n <= 0 or not tasks:
+        return []  # the usual case, without building the counters
     zones = Counter(t.zone for t in tasks)
     hosts = Counter(t.instance for t in tasks)
     left = list(tasks)

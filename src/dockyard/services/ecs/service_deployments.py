@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import secrets
 import string
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, insert, or_, select, update
@@ -140,11 +141,16 @@ def circuit_breaker_threshold(desired: int) -> int:
 # -- recording (called by services) ------------------------------------------
 
 def record(tx: Tx, ctx: Ctx, service: Doc, deployment: Doc, task_definition: Doc | None,
-           sources: list[Doc]) -> str:
+           sources: list[Doc], *, new_service: bool = False) -> tuple[str, Doc]:
     """Record the revision a new PRIMARY ``deployment`` of ``service`` rolls out and its
     service deployment; earlier open service deployments are STOPPED (superseded).
     ``sources`` are the service's other deployments still in Service.deployments.
-    Returns the service deployment ARN."""
+    Returns the service deployment's ARN and document.
+
+    ``new_service``: the service has no records yet (CreateService), so there is nothing to
+    look up or supersede, and the caller inserts the service deployment itself
+    (``store``) once the scheduler's first step has moved it on: each row written once.
+    """
     now = ctx.now
     svc_arn = service["serviceArn"]
     rev_arn = revision_arn_for(svc_arn, deployment["id"])
@@ -164,10 +170,10 @@ def record(tx: Tx, ctx: Ctx, service: Doc, deployment: Doc, task_definition: Doc
                                   for c in task_definition.get("containerDefinitions", [])]
     rev["guardDutyEnabled"] = False
     rev["createdAt"] = now
-    if tx.one(_REV_GET, a=rev_arn) is None:
+    if new_service or tx.one(_REV_GET, a=rev_arn) is None:
         tx.insert(_REV_INSERT, arn=rev_arn, service_arn=svc_arn, created_at=now, doc=dumps(rev))
-
-    supersede(tx, now, svc_arn, "Service deployment stopped: a newer service deployment started.")
+    if not new_service:
+        supersede(tx, now, svc_arn, "Service deployment stopped: a newer service deployment started.")
     dc = service.get("deploymentConfiguration", {})
     breaker = dc.get("deploymentCircuitBreaker") or {}
     alarms = dc.get("alarms") or {}
@@ -188,10 +194,17 @@ def record(tx: Tx, ctx: Ctx, service: Doc, deployment: Doc, task_definition: Doc
         "threshold": circuit_breaker_threshold(deployment.get("desiredCount", 0))}
     sd["alarms"] = ({"status": "MONITORING", "alarmNames": alarms.get("alarmNames", []),
                      "triggeredAlarmNames": []} if alarms.get("enable") else {"status": "DISABLED"})
-    tx.insert(_SD_INSERT, arn=sd_arn, service_arn=svc_arn, deployment_id=deployment["id"],
-              status="IN_PROGRESS", created_at=now, doc=dumps(sd))
+    if not new_service:
+        store(tx, sd, deployment["id"])
+    return sd_arn, sd
+
+
+def store(tx: Tx, sd: Doc, deployment_id: str) -> None:
+    """Insert a service deployment document ``record`` built."""
+    sd_arn = sd["serviceDeploymentArn"]
+    tx.insert(_SD_INSERT, arn=sd_arn, service_arn=sd["serviceArn"], deployment_id=deployment_id,
+              status=sd["status"], created_at=sd["createdAt"], doc=dumps(sd))
     tx.notify("service-deployment", sd_arn)
-    return sd_arn
 
 
 def rewrite(tx: Tx, sd_arn: str, fn: Any) -> Doc | None:
@@ -209,6 +222,11 @@ def rewrite(tx: Tx, sd_arn: str, fn: Any) -> Doc | None:
 def set_status(tx: Tx, now: float, sd_arn: str, status: str, reason: str | None = None) -> Doc | None:
     """Move a service deployment to ``status`` (controller API); finished states stamp
     finishedAt (SUCCESSFUL, ROLLBACK_SUCCESSFUL, ROLLBACK_FAILED) or stoppedAt (STOPPED)."""
+    return rewrite(tx, sd_arn, status_change(now, status, reason))
+
+
+def status_change(now: float, status: str, reason: str | None = None) -> Callable[[Doc], None]:
+    """What ``set_status`` does to the document."""
     def apply(doc: Doc) -> None:
         doc["status"] = status
         doc["updatedAt"] = now
@@ -222,7 +240,7 @@ def set_status(tx: Tx, now: float, sd_arn: str, status: str, reason: str | None 
             for monitor in (doc.get("deploymentCircuitBreaker"), doc.get("alarms")):
                 if monitor and monitor.get("status") == "MONITORING":
                     monitor["status"] = "MONITORING_COMPLETE"
-    return rewrite(tx, sd_arn, apply)
+    return apply
 
 
 def supersede(tx: Tx, now: float, service_arn: str, reason: str) -> None:

@@ -88,19 +88,52 @@ class Settings:
                    retry_seconds=num("DOCKYARD_SERVICE_RETRY_SECONDS", cls.retry_seconds))
 
 
-def first_step(tx: Tx, service_arn: str, now: float) -> None:
+_ENV_NAMES = ("DOCKYARD_SERVICE_STABLE_SECONDS", "DOCKYARD_AGENT_LOST_GRACE_SECONDS",
+              "DOCKYARD_SERVICE_THROTTLE_SECONDS", "DOCKYARD_SERVICE_RETRY_SECONDS")
+
+
+@dataclass
+class NewService:
+    """What CreateService holds of the service it is creating, for its first step: the step
+    reads none of it back. The service row and its service deployment are not stored yet:
+    the step changes ``doc`` and ``sd`` in place and CreateService inserts them afterwards.
+    ``recreated``: a deleted service's name in use again (its old tasks are looked at)."""
+
+    row: services.ServiceRow
+    doc: Doc
+    cluster: ClusterRow
+    td: Doc | None
+    sd: Doc
+    recreated: bool = False
+
+
+def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = None) -> bool:
     """The first step of a service just created, inside the creating transaction.
 
     On success it tells the service controller (``service-stepped``: "<next look> <arn>",
     after every event the step wrote) that the events so far are seen. If the step fails,
-    only its own writes are undone: the service is still created and the controller steps
-    it on the ``service`` event as usual.
+    only its own writes are undone and False is returned (``new.doc`` and ``new.sd`` may be
+    half changed then): the service is still created and the controller steps it on the
+    ``service`` event as usual.
     """
-    ok, nxt = tx.attempt(reconcile, service_arn, now, Settings.from_env())
+    ok, nxt = tx.attempt(reconcile, service_arn, now, settings(), new)
     if ok:
         tx.notify("service-stepped", f"{'' if nxt is None else nxt} {service_arn}")
     else:
         log.warning("first step of %s failed (the controller retries): %s", service_arn, nxt)
+    return ok
+
+
+_settings: tuple[tuple[str | None, ...], Settings] | None = None
+
+
+def settings() -> Settings:
+    """``Settings.from_env()``, built again only when one of its variables changed."""
+    global _settings
+    key = tuple(os.environ.get(n) for n in _ENV_NAMES)
+    if _settings is None or _settings[0] != key:
+        _settings = (key, Settings.from_env())
+    return _settings[1]
 
 
 def services_in(tx: Tx, cluster_arn: str) -> list[str]:
@@ -116,9 +149,10 @@ def live_services(tx: Tx) -> list[str]:
 class _Step:
     """The state of one reconcile: the service, its tasks, and what to write back."""
 
-    def __init__(self, tx: Tx, s: services.ServiceRow, now: float, settings: Settings) -> None:
-        self.tx, self.s, self.now, self.settings = tx, s, now, settings
-        self.doc: Doc = loads(s.doc_raw)
+    def __init__(self, tx: Tx, s: services.ServiceRow, now: float, settings: Settings,
+                 new: NewService | None = None) -> None:
+        self.tx, self.s, self.now, self.settings, self.new = tx, s, now, settings, new
+        self.doc: Doc = loads(s.doc_raw) if new is None else new.doc
         self.ctl: Doc = self.doc.get("_ctl") or {}
         self.name: str = s.name
         self.wake: list[float] = []
@@ -127,6 +161,8 @@ class _Step:
         self.ctx = Ctx(a.account_id, a.region, self.doc.get("createdBy") or "", "", now)
         self._instances: dict[str, ci.InstanceRow | None] = {}
         self.sd_cache: tuple[str, str | None, Doc | None] | None = None
+        if new is not None:
+            self.sd_cache = (new.sd["serviceDeploymentArn"], new.sd["status"], new.sd)
 
     # -- events ----------------------------------------------------------------
     def event(self, message: str) -> None:
@@ -265,13 +301,17 @@ def _sd_status(step: _Step) -> tuple[str | None, Doc | None]:
 
 
 def _sd_rewrite(step: _Step, sd_arn: str, fn: Any) -> None:
+    new = step.new
+    if new is not None and sd_arn == new.sd["serviceDeploymentArn"]:
+        fn(new.sd)  # not stored yet: CreateService inserts it as the step leaves it
+        step.sd_cache = (sd_arn, new.sd["status"], new.sd)
+        return
     step.sd_cache = None
     service_deployments.rewrite(step.tx, sd_arn, fn)
 
 
 def _sd_set(step: _Step, sd_arn: str, status: str, reason: str | None = None) -> None:
-    step.sd_cache = None
-    service_deployments.set_status(step.tx, step.now, sd_arn, status, reason)
+    _sd_rewrite(step, sd_arn, service_deployments.status_change(step.now, status, reason))
 
 
 def _source_revision(step: _Step) -> Doc | None:
@@ -417,7 +457,11 @@ def _placement_message(failures: list[Doc], no_instances: bool) -> str:
 
 def _launch_spec(step: _Step, cluster: ClusterRow, dep: Doc) -> tuple[tasks.LaunchSpec, tasks.PlacementRules] | str:
     """What a launch of ``dep`` places, or why it cannot be launched here."""
-    td = task_definitions.lookup(step.tx, step.ctx, dep.get("taskDefinition") or "")
+    new = step.new
+    if new is not None and new.td is not None and new.td["taskDefinitionArn"] == dep.get("taskDefinition"):
+        td: Doc | None = new.td
+    else:
+        td = task_definitions.lookup(step.tx, step.ctx, dep.get("taskDefinition") or "")
     if td is None:
         return "The task definition of the deployment does not exist."
     lt = dep.get("launchType") or "EC2"
@@ -529,26 +573,39 @@ def _complete(step: _Step, primary: Doc) -> None:
         step.condition("steady", "has reached a steady state.")
 
 
-def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float | None:
-    """Step one service; returns when it next needs a look (None: only when something changes)."""
-    row = tx.one(_SVC, a=service_arn)
-    if row is None:
-        return None
-    s = services.ServiceRow(row)
+def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings,
+              new: NewService | None = None) -> float | None:
+    """Step one service; returns when it next needs a look (None: only when something changes).
+    ``new``: the service is being created in this transaction (see ``NewService``)."""
+    if new is None:
+        row = tx.one(_SVC, a=service_arn)
+        if row is None:
+            return None
+        s = services.ServiceRow(row)
+    else:
+        s = new.row
     if s.status == "INACTIVE":
         return None
-    step = _Step(tx, s, now, settings)
+    step = _Step(tx, s, now, settings, new)
     doc = step.doc
     deployments = doc.get("deployments") or []
     if (doc.get("deploymentController") or {}).get("type", "ECS") != "ECS" or not deployments:
         return None
-    crow = tx.one(_CLUSTER, a=s.cluster_arn)
-    if crow is None:
-        return None
-    cluster = ClusterRow(crow)
+    if new is None:
+        crow = tx.one(_CLUSTER, a=s.cluster_arn)
+        if crow is None:
+            return None
+        cluster = ClusterRow(crow)
+    else:
+        cluster = new.cluster
     primary = deployments[0]
-    live = [tasks.TaskRow(r) for r in tx.all(_LIVE, c=s.cluster_arn, n=s.name)]
-    _account_stopped(step, primary)
+    # A service created in this transaction has no tasks yet (a recreated one may have old ones).
+    fresh = new is not None and not new.recreated
+    live = [] if fresh else [tasks.TaskRow(r) for r in tx.all(_LIVE, c=s.cluster_arn, n=s.name)]
+    if not fresh:
+        _account_stopped(step, primary)
+    else:
+        step.ctl["wm"] = [float(doc.get("createdAt") or 0), ""]
     for t in live:
         if t.doc.get("startedBy") == primary["id"] and t.last == "RUNNING":
             _breaker_stage_two(step, primary)
@@ -617,7 +674,7 @@ def reconcile(tx: Tx, service_arn: str, now: float, settings: Settings) -> float
             d["status"] = "ACTIVE"
 
     doc["_ctl"] = step.ctl
-    if dumps(doc) != bytes(s.doc_raw):
+    if new is None and dumps(doc) != bytes(s.doc_raw):
         services.save_doc(tx, s, doc, notify=False)
     if s.status == "DRAINING" and not live:
         services.settle_draining(tx, now, s.arn)

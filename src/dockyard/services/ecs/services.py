@@ -155,11 +155,12 @@ def require_service(tx: Tx, ctx: Ctx, cluster: ClusterRow, ref: str) -> ServiceR
 
 # -- rendering and saving ------------------------------------------------------
 
-def render(tx: Tx, s: ServiceRow, *, tags: bool = False, doc: Doc | None = None) -> Doc:
-    """The Service as the API answers it: task counts filled in from the tasks table."""
+def render(tx: Tx, s: ServiceRow, *, tags: bool = False, doc: Doc | None = None, no_tasks: bool = False) -> Doc:
+    """The Service as the API answers it: task counts filled in from the tasks table
+    (``no_tasks``: the service is being created and has none yet)."""
     doc = loads(s.doc_raw) if doc is None else doc
     doc.pop("_ctl", None)  # the service scheduler's bookkeeping
-    counts = task_counts(tx, s.cluster_arn, s.name) if s.status != "INACTIVE" else {}
+    counts = task_counts(tx, s.cluster_arn, s.name) if s.status != "INACTIVE" and not no_tasks else {}
     doc["runningCount"] = sum(c[0] for c in counts.values())
     doc["pendingCount"] = sum(c[1] for c in counts.values())
     for d in doc.get("deployments", []):
@@ -518,8 +519,9 @@ def _request_hash(cluster_arn: str, req: Doc) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _start_deployment(tx: Tx, ctx: Ctx, spec: Doc, td: Doc | None) -> None:
-    """Put a new PRIMARY deployment on ``spec`` (older ones become ACTIVE) and record it."""
+def _start_deployment(tx: Tx, ctx: Ctx, spec: Doc, td: Doc | None, *, new_service: bool = False) -> Doc:
+    """Put a new PRIMARY deployment on ``spec`` (older ones become ACTIVE) and record it;
+    returns the service deployment (``new_service``: not stored yet, see ``record``)."""
     dep = _new_deployment(ctx, spec, td)
     older = spec.get("deployments") or []
     for d in older:
@@ -527,7 +529,9 @@ def _start_deployment(tx: Tx, ctx: Ctx, spec: Doc, td: Doc | None) -> None:
             d["status"] = "ACTIVE"
             d["updatedAt"] = ctx.now
     spec["deployments"] = [dep] + older
-    spec["currentServiceDeployment"] = service_deployments.record(tx, ctx, spec, dep, td, older)
+    spec["currentServiceDeployment"], sd = service_deployments.record(tx, ctx, spec, dep, td, older,
+                                                                      new_service=new_service)
+    return sd
 
 
 # -- operations ----------------------------------------------------------------
@@ -583,16 +587,11 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         service_deployments.purge(tx, arn)
         remove_tags(tx, arn)
     spec["deployments"] = []
+    sd: Doc | None = None
     if controller["type"] == "ECS":
-        _start_deployment(tx, ctx, spec, td)
+        sd = _start_deployment(tx, ctx, spec, td, new_service=True)
     doc = _service_doc(spec, td)
     raw = dumps(doc)
-    if existing is None:
-        tx.insert(_INSERT, arn=arn, cluster_arn=c.arn, name=name, status="ACTIVE", namespace=_namespace_of(doc),
-                  launch_type=doc.get("launchType"), scheduling_strategy=scheduling, created_at=ctx.now, doc=raw)
-    else:
-        tx.run(_RECREATE, a=arn, s="ACTIVE", ns=_namespace_of(doc), lt=doc.get("launchType"), ss=scheduling,
-               t=ctx.now, d=raw)
     if tags:
         put_tags(tx, arn, tags)
     if token is not None:
@@ -601,13 +600,30 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
                   token=token, request_hash=req_hash, response=arn.encode(), created_at=ctx.now)
     bump_cluster(tx, c.arn, active_services=1)
     tx.notify("service", arn)
-    out = render(tx, ServiceRow((arn, c.arn, name, "ACTIVE", raw)), tags=bool(tags))
+    row = ServiceRow((arn, c.arn, name, "ACTIVE", raw))
     # The answer shows the service as created (rolloutState IN_PROGRESS, no tasks yet, as ECS
-    # answers); the scheduler's first step then runs in this same transaction, which spares a
-    # second group commit per CreateService. (Imported here: the scheduler builds on this module.)
+    # answers).
+    out = render(tx, row, tags=bool(tags), no_tasks=True)
+    # The scheduler's first step then runs in this same transaction, which spares a second group
+    # commit per CreateService, on what this call holds: the service row and its service
+    # deployment are written once, after it, with what it changed (or as created, if it failed).
+    # (Imported here: the scheduler builds on this module.)
     from dockyard.services.ecs import service_scheduler
 
-    service_scheduler.first_step(tx, arn, ctx.now)
+    if sd is not None:
+        sd_raw = dumps(sd)
+        new = service_scheduler.NewService(row, doc, c, td, sd, recreated=existing is not None)
+        if service_scheduler.first_step(tx, arn, ctx.now, new):
+            raw = dumps(doc)
+        else:  # its changes are undone: as created
+            doc, sd = loads(raw), loads(sd_raw)
+        service_deployments.store(tx, sd, spec["deployments"][0]["id"])
+    if existing is None:
+        tx.insert(_INSERT, arn=arn, cluster_arn=c.arn, name=name, status="ACTIVE", namespace=_namespace_of(doc),
+                  launch_type=doc.get("launchType"), scheduling_strategy=scheduling, created_at=ctx.now, doc=raw)
+    else:
+        tx.run(_RECREATE, a=arn, s="ACTIVE", ns=_namespace_of(doc), lt=doc.get("launchType"), ss=scheduling,
+               t=ctx.now, d=raw)
     return {"service": out}
 
 
