@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -376,6 +377,6 @@ def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Path, mon
         store.engine.dispose()
     # Never started over, the file only grows (to ~18 MB here); started over past 64 frames
     # it is cut back to the 128 KiB limit again and again.
-    restarts = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
+    restarts = sum(1 for a, b in itertools.pairwise(sizes) if b < a)
     assert restarts >= 2, sizes
     assert committed_count(store.url, "arn:w") == 2400
