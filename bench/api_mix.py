@@ -489,6 +489,18 @@ class Bench:
             self.est[c.key] = max(res.rps, 1.0) * (2 if res.wrapped else 1)
         return res
 
+    def round_order(self, rnd: int) -> list[Config]:
+        """This round's runs: the systems compared on a workload run back to back (in turns first),
+        so a ratio compares runs a few seconds apart, not minutes: this VM's speed drifts by up
+        to 1.5x over minutes."""
+        by_workload: dict[str, list[Config]] = {}
+        for c in self.configs:
+            by_workload.setdefault(c.workload, []).append(c)
+        order: list[Config] = []
+        for group in by_workload.values():
+            order += group if rnd % 2 == 0 else group[::-1]
+        return order
+
     def measure(self) -> None:
         log("warming up (not recorded)")
         for c in self.configs:
@@ -500,7 +512,7 @@ class Bench:
             self.fsync.append(fsync_probe(self.work))
             log(f"  round {rnd + 1}/{self.runs}: disk fsync (2 KB append + fdatasync) p50 "
                 f"{self.fsync[-1]['p50_ms']:.2f} ms, p99 {self.fsync[-1]['p99_ms']:.2f} ms")
-            for c in self.configs:
+            for c in self.round_order(rnd):
                 res = self.one_run(c)
                 c.results.append(res)
                 flag = ""
