@@ -149,3 +149,47 @@ def test_matches_botocore_on_arbitrary_requests(body, path, query, extra, region
     ident = SigV4Verifier(lookup).verify("POST", parts.path or "/", parts.query, DictHeaders(headers),
                                          body, "ecs")
     assert ident.region == region
+
+
+def test_a_verifier_that_has_seen_a_header_answers_every_request_as_a_fresh_one_does():
+    """After one request passes, its Authorization header (but for the signature) is checked
+    once; each later request's own parts are still checked, with the same errors, in the same order."""
+    keys = {KEY.access_key_id: KEY}
+    now = [time.time()]
+
+    def verifier() -> SigV4Verifier:
+        return SigV4Verifier(keys.get, clock=lambda: now[0])
+
+    seen = verifier()
+
+    def answer(v: SigV4Verifier, req: AWSRequest, service: str = "ecs") -> object:
+        parts = urlsplit(req.url)
+        headers = dict(req.headers.items())
+        headers.setdefault("host", parts.netloc)
+        try:
+            return v.verify(req.method, parts.path or "/", parts.query, DictHeaders(headers), req.body or b"",
+                            service)
+        except errors.AwsError as err:
+            return type(err).__name__, err.message
+
+    first = signed()
+    assert answer(seen, first) == answer(verifier(), first)
+    tampered = signed()
+    tampered.data = b'{"cluster":"other"}'
+    wrong_value = signed()
+    wrong_value.headers["X-Amz-Target"] = "AmazonEC2ContainerServiceV20141113.DeleteCluster"
+    cases = [(tampered, "ecs"), (wrong_value, "ecs"), (signed(), "ecr"), (signed(secret="other"), "ecs")]
+    for req, service in cases:
+        got = answer(seen, req, service)
+        assert got == answer(verifier(), req, service)
+        assert isinstance(got, tuple) and got[0] in ("InvalidSignatureException", "IncompleteSignatureException")
+    later = signed()
+    now[0] += 16 * 60  # outside the window
+    assert answer(seen, later) == answer(verifier(), later)
+    assert answer(seen, later)[0] == "InvalidSignatureException"
+    now[0] -= 16 * 60
+    del keys[KEY.access_key_id]  # the key is deleted
+    assert answer(seen, later) == ("UnrecognizedClientException",
+                                   "The security token included in the request is invalid.")
+    keys[KEY.access_key_id] = KEY
+    assert answer(seen, later).account_id == KEY.account_id

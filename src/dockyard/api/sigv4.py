@@ -54,6 +54,18 @@ class Identity(NamedTuple):
     service: str
 
 
+class _Head(NamedTuple):
+    """What an Authorization header says before its signature, from a request that passed.
+    A client sends the same one on every request of a day, so it is checked once."""
+
+    signed: str
+    names: list[str]
+    access_key: str
+    date: str
+    region: str
+    service: str
+
+
 class HeaderGetter(Protocol):
     """What the verifier needs of headers: value by lower-case name (the RSGI scope's headers fit)."""
 
@@ -167,6 +179,8 @@ class SigV4Verifier:
         # Authorization header fields by the header's text before its signature: a client sends
         # the same Credential and SignedHeaders on every request of a day.
         self._auth_fields: dict[str, dict[str, str]] = {}
+        # The same text, once a request carrying it has passed (see _verify_known).
+        self._heads: dict[str, _Head] = {}
 
     def _signing_key(self, secret: str, date: str, region: str, service: str) -> _SigningKey:
         ck = (secret, date, region, service)
@@ -192,6 +206,65 @@ class SigV4Verifier:
     # -- header form -------------------------------------------------------
     def _verify_header(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
                        body: bytes, service: str, auth: str) -> Identity:
+        head, sig_sep, signature = auth.rpartition("Signature=")
+        if sig_sep and "," not in signature:
+            known = self._heads.get(head)
+            if known is not None:
+                ident = self._verify_known(method, raw_path, raw_query, headers, body, service, known,
+                                           signature.strip())
+                if ident is not None:
+                    return ident
+        ident = self._verify_header_fully(method, raw_path, raw_query, headers, body, service, auth)
+        if sig_sep and "," not in signature and head not in self._heads:
+            credential = self._auth_fields[head]["Credential"]
+            signed = self._auth_fields[head]["SignedHeaders"]
+            access_key, date, region, scope_service, _ = credential.split("/")
+            if len(self._heads) > 4096:
+                self._heads.clear()
+            self._heads[head] = _Head(signed, signed.split(";"), access_key, date, region, scope_service)
+        return ident
+
+    def _verify_known(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter, body: bytes,
+                      service: str, h: _Head, signature: str) -> Identity | None:
+        """The check of a request whose Authorization header, but for its signature, has passed
+        before: only what can differ from request to request. None when anything is off: the full
+        check (``_verify_header_fully``) then answers with the error, in AWS's order of checks."""
+        amz_date = headers.get("x-amz-date")
+        if amz_date is None or amz_date[:8] != h.date or service != h.service:
+            return None
+        when = _amz_date_to_epoch(amz_date)
+        now = self._clock()
+        if when is None or not now - MAX_SKEW_SECONDS <= when <= now + MAX_SKEW_SECONDS:
+            return None
+        cred = self._lookup(h.access_key)
+        if cred is None:
+            return None
+        payload_hash = headers.get("x-amz-content-sha256") or (
+            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+        expected = self._signature(method, raw_path, canonical_query(raw_query), headers, h.names, h.signed,
+                                   payload_hash, amz_date, cred, h.date, h.region, h.service)
+        if expected is None or not hmac.compare_digest(expected, signature):
+            return None
+        return Identity(h.access_key, cred.account_id, cred.principal_arn, h.region, h.service)
+
+    def _signature(self, method: str, raw_path: str, cquery: str, headers: HeaderGetter, names: list[str],
+                   signed: str, payload_hash: str, amz_date: str, cred: Credential, date: str, region: str,
+                   service: str) -> str | None:
+        """The signature the request should carry; None when a signed header is missing."""
+        values = [headers.get(name) for name in names]
+        if None in values:
+            return None
+        canon = "\n".join(map(":".join, zip(names, values, strict=True)))
+        if not _canonical_as_sent(canon):
+            # A value to trim or with whitespace runs to fold, as botocore signs it.
+            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values, strict=True))
+        creq = "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, payload_hash))
+        sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{service}/aws4_request",
+                         hashlib.sha256(creq.encode()).hexdigest()))
+        return self._signing_key(cred.secret_access_key, date, region, service).hexdigest(sts.encode())
+
+    def _verify_header_fully(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
+                             body: bytes, service: str, auth: str) -> Identity:
         head, sig_sep, signature = auth.rpartition("Signature=")
         cached = self._auth_fields.get(head) if sig_sep and "," not in signature else None
         if cached is not None:
@@ -312,23 +385,9 @@ class SigV4Verifier:
         cred = self._lookup(access_key)
         if cred is None:
             raise UnrecognizedClientException("The security token included in the request is invalid.")
-        names = signed.split(";")
-        values = [headers.get(name) for name in names]
-        if None in values:
-            raise InvalidSignatureException(
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your AWS Secret Access Key and signing method. Consult the service "
-                "documentation for details.")
-        canon = "\n".join(map(":".join, zip(names, values, strict=True)))
-        if not _canonical_as_sent(canon):
-            # A value to trim or with whitespace runs to fold, as botocore signs it.
-            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values, strict=True))
-        creq = "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, payload_hash))
-        sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{scope_service}/aws4_request",
-                         hashlib.sha256(creq.encode()).hexdigest()))
-        key = self._signing_key(cred.secret_access_key, date, region, scope_service)
-        expected = key.hexdigest(sts.encode())
-        if not hmac.compare_digest(expected, signature):
+        expected = self._signature(method, raw_path, cquery, headers, signed.split(";"), signed, payload_hash,
+                                   amz_date, cred, date, region, scope_service)
+        if expected is None or not hmac.compare_digest(expected, signature):
             raise InvalidSignatureException(
                 "The request signature we calculated does not match the signature you provided. "
                 "Check your AWS Secret Access Key and signing method. Consult the service "
