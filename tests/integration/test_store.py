@@ -294,6 +294,9 @@ def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> 
 
     store = Store(f"sqlite:///{tmp_path / 'dockyard.db'}")
     store.migrate()
+    # A limit well above what a real commit takes even with both cores busy (2 ms, the default,
+    # is not, under a parallel test run): only the slowed commits are slow.
+    store.inline_commit_max = 0.02
     where: list[str] = []
     slow = threading.Event()
     commit = store._commit_now
@@ -301,7 +304,7 @@ def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> 
     def observed_commit(conn: Any) -> None:
         where.append(threading.current_thread().name)
         if slow.is_set():
-            time.sleep(0.01)  # 5x the inline limit
+            time.sleep(0.1)  # 5x the inline limit
         commit(conn)
 
     store._commit_now = observed_commit  # type: ignore[method-assign]
@@ -314,7 +317,7 @@ def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> 
         await writes(5)
         fast = list(where)
         slow.set()
-        await writes(40)
+        await writes(20)
         slow_tail = where[-10:]
         slow.clear()
         await writes(store_mod.INLINE_PROBE_EVERY * 3)
@@ -329,7 +332,7 @@ def test_commits_leave_the_event_loop_while_the_disk_is_slow(tmp_path: Path) -> 
     assert all(name.startswith("store-commit") for name in slow_tail)
     # Probes found the disk fast again: commits are back on the loop.
     assert recovered == [loop_thread] * 5
-    assert committed_count(store.url, "arn:d") == 5 + 40 + store_mod.INLINE_PROBE_EVERY * 3
+    assert committed_count(store.url, "arn:d") == 5 + 20 + store_mod.INLINE_PROBE_EVERY * 3
 
 
 def test_an_attempt_that_fails_undoes_only_its_own_writes_and_events(store: Store) -> None:

@@ -327,7 +327,9 @@ async def test_streaming_200mb_upload_keeps_memory_flat(tmp_path: Path) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert n == total and peak < 4 * 1024 * 1024, peak
+    # The chunk the loop holds, the one read ahead, the next one being read, and slack for
+    # what else the process allocates meanwhile (4.2 MB seen once with both cores busy): not 200 MB.
+    assert n == total and peak < 6 * 1024 * 1024, peak
 
 
 @run_async
