@@ -116,7 +116,7 @@ def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = No
     half changed then): the service is still created and the controller steps it on the
     ``service`` event as usual.
     """
-    ok, nxt = tx.attempt(reconcile, service_arn, now, settings(), new)
+    ok, nxt = tx.attempt(reconcile, service_arn, now, current_settings(), new)
     if ok:
         tx.notify("service-stepped", f"{'' if nxt is None else nxt} {service_arn}")
     else:
@@ -127,7 +127,7 @@ def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = No
 _settings: tuple[tuple[str | None, ...], Settings] | None = None
 
 
-def settings() -> Settings:
+def current_settings() -> Settings:
     """``Settings.from_env()``, built again only when one of its variables changed."""
     global _settings
     key = tuple(os.environ.get(n) for n in _ENV_NAMES)
