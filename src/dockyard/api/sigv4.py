@@ -164,6 +164,10 @@ def _amz_date_to_epoch(value: str) -> float | None:
     return result
 
 
+def _payload_hash(headers: HeaderGetter, body: bytes) -> str:
+    return headers.get("x-amz-content-sha256") or (hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+
+
 def _fmt(epoch: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
 
@@ -176,10 +180,8 @@ class SigV4Verifier:
         self._lookup = lookup
         self._clock = clock
         self._keys: dict[tuple[str, str, str, str], _SigningKey] = {}
-        # Authorization header fields by the header's text before its signature: a client sends
-        # the same Credential and SignedHeaders on every request of a day.
-        self._auth_fields: dict[str, dict[str, str]] = {}
-        # The same text, once a request carrying it has passed (see _verify_known).
+        # An Authorization header's text before its signature, once a request carrying it has
+        # passed: a client sends the same one on every request of a day (see _verify_known).
         self._heads: dict[str, _Head] = {}
 
     def _signing_key(self, secret: str, date: str, region: str, service: str) -> _SigningKey:
@@ -207,20 +209,21 @@ class SigV4Verifier:
     def _verify_header(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
                        body: bytes, service: str, auth: str) -> Identity:
         head, sig_sep, signature = auth.rpartition("Signature=")
-        if sig_sep and "," not in signature:
+        can_remember = bool(sig_sep) and "," not in signature
+        if can_remember:
             known = self._heads.get(head)
             if known is not None:
                 ident = self._verify_known(method, raw_path, raw_query, headers, body, service, known,
                                            signature.strip())
                 if ident is not None:
                     return ident
-        ident = self._verify_header_fully(method, raw_path, raw_query, headers, body, service, auth)
-        if sig_sep and "," not in signature and head not in self._heads:
-            credential = self._auth_fields[head]["Credential"]
-            signed = self._auth_fields[head]["SignedHeaders"]
-            access_key, date, region, scope_service, _ = credential.split("/")
+        fields = self._parse_auth(auth)
+        ident = self._verify_fields(method, raw_path, raw_query, headers, body, service, auth, fields)
+        if can_remember:
+            access_key, date, region, scope_service, _ = fields["Credential"].split("/")
             if len(self._heads) > 4096:
                 self._heads.clear()
+            signed = fields["SignedHeaders"]
             self._heads[head] = _Head(signed, signed.split(";"), access_key, date, region, scope_service)
         return ident
 
@@ -228,7 +231,7 @@ class SigV4Verifier:
                       service: str, h: _Head, signature: str) -> Identity | None:
         """The check of a request whose Authorization header, but for its signature, has passed
         before: only what can differ from request to request. None when anything is off: the full
-        check (``_verify_header_fully``) then answers with the error, in AWS's order of checks."""
+        check (``_verify_fields``) then answers with the error, in AWS's order of checks."""
         amz_date = headers.get("x-amz-date")
         if amz_date is None or amz_date[:8] != h.date or service != h.service:
             return None
@@ -239,8 +242,7 @@ class SigV4Verifier:
         cred = self._lookup(h.access_key)
         if cred is None:
             return None
-        payload_hash = headers.get("x-amz-content-sha256") or (
-            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+        payload_hash = _payload_hash(headers, body)
         expected = self._signature(method, raw_path, canonical_query(raw_query), headers, h.names, h.signed,
                                    payload_hash, amz_date, cred, h.date, h.region, h.service)
         if expected is None or not hmac.compare_digest(expected, signature):
@@ -263,18 +265,8 @@ class SigV4Verifier:
                          hashlib.sha256(creq.encode()).hexdigest()))
         return self._signing_key(cred.secret_access_key, date, region, service).hexdigest(sts.encode())
 
-    def _verify_header_fully(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter,
-                             body: bytes, service: str, auth: str) -> Identity:
-        head, sig_sep, signature = auth.rpartition("Signature=")
-        cached = self._auth_fields.get(head) if sig_sep and "," not in signature else None
-        if cached is not None:
-            fields = {**cached, "Signature": signature.strip()}
-        else:
-            fields = self._parse_auth(auth)
-            if sig_sep and "Signature" in fields and "," not in signature:
-                if len(self._auth_fields) > 4096:
-                    self._auth_fields.clear()
-                self._auth_fields[head] = {k: v for k, v in fields.items() if k != "Signature"}
+    def _verify_fields(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter, body: bytes,
+                       service: str, auth: str, fields: dict[str, str]) -> Identity:
         missing = [name for name in ("Credential", "SignedHeaders", "Signature") if name not in fields]
         if missing:
             raise IncompleteSignatureException(
@@ -296,8 +288,7 @@ class SigV4Verifier:
         signed = fields["SignedHeaders"]
         if "host" not in signed.split(";"):
             raise InvalidSignatureException("'Host' must be a 'SignedHeader' in the AWS Authorization.")
-        payload_hash = headers.get("x-amz-content-sha256") or (
-            hashlib.sha256(body).hexdigest() if body else _EMPTY_SHA256)
+        payload_hash = _payload_hash(headers, body)
         return self._check(method, raw_path, canonical_query(raw_query), headers, signed,
                            payload_hash, fields["Credential"], amz_date, fields["Signature"],
                            service, expires=None)

@@ -203,7 +203,7 @@ class Store:
         if self.is_sqlite:
             path = _sqlite_path(self.url)
             conn = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False,
-                                   isolation_level=None, timeout=30.0)
+                                   isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: the WAL is fsync'd at every commit, so a 2xx survives kill -9 and power loss.
             conn.execute("PRAGMA synchronous=FULL")
@@ -418,7 +418,7 @@ class Store:
         # the log starts over later: the checkpointer asks again after its next pass.
         conn.execute("PRAGMA busy_timeout=0")
         try:
-            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            conn.execute("PRAGMA wal_checkpoint(RESTART)")
         except sqlite3.Error:
             log.warning("WAL restart checkpoint failed", exc_info=True)
         finally:
