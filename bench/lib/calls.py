@@ -100,8 +100,11 @@ OPS: dict[str, Op] = {o.name: o for o in [
     Op("ListTasks", "list_tasks", {"cluster": CLUSTER, "family": LISTER}, write=False),
     Op("DescribeClusters", "describe_clusters", {"clusters": [CLUSTER]}, write=False, check=True),
     Op("RunTask", "run_task",
-       {"cluster": CLUSTER, "taskDefinition": f"{RUNNER}:1", "count": 1, "launchType": "EC2"},
-       write=True, check=True),
+       # botocore fills clientToken with a fresh uuid4 on every call; a captured request would
+       # repeat one token, and every RunTask after the first would be an idempotent replay.
+       {"cluster": CLUSTER, "taskDefinition": f"{RUNNER}:1", "count": 1, "launchType": "EC2",
+        "clientToken": PLACEHOLDER},
+       write=True, unique=True, check=True),
 ]}
 
 MIX = ["RegisterTaskDefinition", "DescribeTaskDefinition", "CreateService", "DescribeServices",
