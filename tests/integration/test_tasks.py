@@ -338,6 +338,23 @@ def test_member_of_constraint(server, ecs, cluster, family):
     assert r["failures"][0]["arn"]
 
 
+def test_placement_sees_attribute_changes_made_after_tasks_were_held(server, ecs, cluster, family):
+    # Each RunTask moves the instance's resources and version; the parsed attributes are cached for
+    # the new version once the write commits. A later document change must still be seen.
+    taskdef(ecs, family, memory=16)
+    arn = connected(server, ecs, cluster, attributes=[{"name": "stack", "value": "dev"}])
+    prod = [{"type": "memberOf", "expression": "attribute:stack == prod"}]
+    for _ in range(3):
+        assert len(ecs.run_task(cluster=cluster, taskDefinition=family)["tasks"]) == 1
+    assert ecs.run_task(cluster=cluster, taskDefinition=family, placementConstraints=prod)["tasks"] == []
+    ecs.put_attributes(cluster=cluster, attributes=[{"name": "stack", "value": "prod", "targetId": arn}])
+    r = ecs.run_task(cluster=cluster, taskDefinition=family, placementConstraints=prod, count=2)
+    assert [t["containerInstanceArn"] for t in r["tasks"]] == [arn, arn]
+    ecs.delete_attributes(cluster=cluster, attributes=[{"name": "stack", "targetId": arn}])
+    r = ecs.run_task(cluster=cluster, taskDefinition=family, placementConstraints=prod)
+    assert r["tasks"] == [] and r["failures"][0]["reason"] == "MemberOf placement constraint unsatisfied."
+
+
 def test_member_of_from_task_definition_and_task_group(server, ecs, cluster, family):
     ecs.register_task_definition(
         family=family, containerDefinitions=[{"name": "web", "image": "busybox", "memory": 64}],

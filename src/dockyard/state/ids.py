@@ -6,14 +6,30 @@ import itertools
 import os
 import secrets
 import string
+import time
 
 _ALNUM_UPPER = string.ascii_uppercase + string.digits
 _B64ISH = string.ascii_letters + string.digits + "+/"
 
 
+_last_us = 0
+
+
 def hex32() -> str:
-    """Task and container-instance IDs: 32 lower-case hex characters (long ARN format)."""
-    return secrets.token_hex(16)
+    """Task and container-instance IDs: 32 lower-case hex characters (long ARN format).
+
+    Time-ordered: 13 hex digits of microseconds since the epoch (strictly increasing in this
+    process), then 19 random ones. The task indexes all end in the ARN, so a new task lands at the
+    end of its range in each of them instead of on a random page: a group of RunTasks dirties a
+    few pages per index rather than one per task per index (commit CPU per RunTask 120-140 ->
+    ~60 us in bench/api_mix.py's workload).
+    """
+    global _last_us
+    n = time.time_ns() // 1000
+    if n <= _last_us:
+        n = _last_us + 1
+    _last_us = n
+    return f"{n:013x}{secrets.token_hex(10)[:19]}"
 
 
 def uuid() -> str:

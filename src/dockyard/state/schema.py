@@ -10,6 +10,8 @@ store grows. Schema changes go through Alembic (``state/migrations``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Boolean,
     Column,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData()
@@ -112,6 +115,12 @@ container_instances = Table(
     Index("ix_ci_ec2_instance", "cluster_arn", "ec2_instance_id"),
 )
 
+def _set(column: str) -> dict[str, Any]:
+    """A partial index's condition, for both dialects: only rows where ``column`` is set."""
+    where = text(f"{column} IS NOT NULL")
+    return {"sqlite_where": where, "postgresql_where": where}
+
+
 tasks = Table(
     "tasks", metadata,
     Column("arn", String(512), primary_key=True),
@@ -134,15 +143,19 @@ tasks = Table(
     Index("ix_tasks_cluster_desired", "cluster_arn", "desired_status", "arn"),
     Index("ix_tasks_instance", "container_instance_arn", "desired_status", "arn"),
     Index("ix_tasks_family", "cluster_arn", "family", "desired_status", "arn"),
-    Index("ix_tasks_service", "cluster_arn", "service_name", "desired_status", "arn"),
+    # The service, startedBy and stoppedAt indexes hold only rows that have one (migration 0005):
+    # a RunTask outside a service writes 5 index entries fewer. Queries compare the column, so
+    # both SQLite and PostgreSQL still pick them.
+    Index("ix_tasks_service", "cluster_arn", "service_name", "desired_status", "arn", **_set("service_name")),
     # Covers a service's running/pending counts per deployment (DescribeServices) without a sort.
-    Index("ix_tasks_service_counts", "cluster_arn", "service_name", "started_by", "last_status"),
-    Index("ix_tasks_started_by", "cluster_arn", "started_by", "desired_status", "arn"),
+    Index("ix_tasks_service_counts", "cluster_arn", "service_name", "started_by", "last_status",
+          **_set("service_name")),
+    Index("ix_tasks_started_by", "cluster_arn", "started_by", "desired_status", "arn", **_set("started_by")),
     Index("ix_tasks_launch_type", "cluster_arn", "launch_type", "desired_status", "arn"),
     Index("ix_tasks_group", "cluster_arn", "group_name", "desired_status"),
-    Index("ix_tasks_stopped_at", "stopped_at"),
+    Index("ix_tasks_stopped_at", "stopped_at", **_set("stopped_at")),
     # A service's live tasks (stopped_at NULL) and those stopped since a time: the service scheduler.
-    Index("ix_tasks_service_stopped", "cluster_arn", "service_name", "stopped_at", "arn"),
+    Index("ix_tasks_service_stopped", "cluster_arn", "service_name", "stopped_at", "arn", **_set("service_name")),
 )
 
 services = Table(

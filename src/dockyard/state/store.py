@@ -49,6 +49,9 @@ INLINE_PROBE_EVERY = 64
 # Called when a group commit fails and everything in it is rolled back: in-process caches keyed
 # by row versions (which a rollback can hand out again for different content) clear themselves.
 ROLLBACK_HOOKS: list[Callable[[], None]] = []
+# Called on the event loop with a group's events once it is committed, before the subscribers:
+# in-process caches that may only learn what a write did once it is durable.
+COMMIT_HOOKS: list[Callable[[list[tuple[str, str]]], None]] = []
 CHECKPOINT_SECONDS = 0.5
 # SQLite starts the WAL over only when a writer begins while every frame is checkpointed; under
 # a steady stream of group commits that moment never comes, and the WAL grew past 200 MB in a
@@ -463,6 +466,8 @@ class Store:
             else:
                 fut.set_exception(value)
         if events:
+            for hook in COMMIT_HOOKS:
+                hook(events)
             for sub in self._subscribers:
                 try:
                     sub(events)

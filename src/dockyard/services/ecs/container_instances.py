@@ -51,7 +51,7 @@ from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
 from dockyard.state.schema import container_instances as cit
 from dockyard.state.schema import tasks as tkt
-from dockyard.state.store import ROLLBACK_HOOKS, Tx, prepare
+from dockyard.state.store import COMMIT_HOOKS, ROLLBACK_HOOKS, Tx, prepare
 
 # -- rows ----------------------------------------------------------------------
 
@@ -140,7 +140,25 @@ class StaticFacts:
 # Parsed document facts by instance ARN and row version: RunTask looks at every candidate,
 # and reading and parsing all their documents was most of its cost.
 _STATIC: dict[str, tuple[int, StaticFacts]] = {}
+# A task's hold moves an instance's resources and version, not its document: once the write is
+# committed, the new version has the same facts. Until then they wait here (the write may still
+# roll back, and its version be handed out again for another document); the commit hook moves
+# them over. Without this every RunTask re-read and re-parsed the document it had just used.
+_HELD: dict[str, tuple[int, StaticFacts]] = {}
+HELD_TOPIC = "container-instance-held"
+
+
+def _promote_held(events: list[tuple[str, str]]) -> None:
+    for topic, arn in events:
+        if topic == HELD_TOPIC:
+            held = _HELD.pop(arn, None)
+            if held is not None and len(_STATIC) <= 100_000:
+                _STATIC[arn] = held
+
+
 ROLLBACK_HOOKS.append(_STATIC.clear)
+ROLLBACK_HOOKS.append(_HELD.clear)
+COMMIT_HOOKS.append(_promote_held)
 
 
 _INSERT = prepare(insert(cit))
@@ -386,9 +404,11 @@ def hold(tx: Tx, row: InstanceRow, cpu: int, memory: int, tcp: list[int], udp: l
     ok = tx.run(_HOLD, a=row.arn, v=row.version, c=cpu, m=memory, p=orjson.dumps(used)) == 1
     if ok:
         row.version += 1
-        # Resources moved, the document did not: this row keeps its facts. The shared cache is
-        # not moved to the new version, since this transaction may still roll back.
+        # Resources moved, the document did not: this row keeps its facts, and the shared cache
+        # takes them for the new version once this write is committed (_promote_held).
         row.facts_ = facts
+        _HELD[row.arn] = (row.version, facts)
+        tx.notify(HELD_TOPIC, row.arn)
         row.remaining_cpu -= cpu
         row.remaining_memory -= memory
         row.used_ports_raw = orjson.dumps(used)

@@ -667,6 +667,7 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     if not 1 <= count <= MAX_RUN_COUNT:
         raise InvalidParameterException(f"count must be between 1 and {MAX_RUN_COUNT}.")
     token = req.get("clientToken")
+    h = None
     if token is not None:
         if not 1 <= len(token) <= 64:
             raise InvalidParameterException("clientToken must be between 1 and 64 characters.")
@@ -696,7 +697,7 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     tasks, failures = launch(tx, ctx, cluster, spec, rules, count)
     if token is not None:
         tx.insert(_IDEM_PUT, account_id=ctx.account_id, region=ctx.region, operation="RunTask", token=token,
-                  request_hash=_request_hash(req), created_at=ctx.now,
+                  request_hash=h, created_at=ctx.now,
                   response=orjson.dumps({"taskArns": [t["taskArn"] for t in tasks], "failures": failures}))
     return {"tasks": tasks, "failures": failures}
 
