@@ -52,6 +52,15 @@ function request()
   return reqs[i]
 end
 
+-- Whether the key's value in body matches pattern (anchored at the key). The plain find is a
+-- memchr/memcmp scan; an unanchored Lua pattern tries a match at every byte, which on the
+-- 2.6 KB DescribeTaskDefinition answer cost wrk ~20 us per pattern per response (CPU taken
+-- from the server on these 2 cores).
+function empty_after(body, key, pattern)
+  local at = string.find(body, key, 1, true)
+  return at ~= nil and string.find(body, pattern, at) ~= nil
+end
+
 function response(status, headers, body)
   responses = responses + 1
   if status < 200 or status > 299 then
@@ -59,7 +68,8 @@ function response(status, headers, body)
     if first_error == "" then
       first_error = status .. " " .. string.sub(body or "", 1, 300)
     end
-  elseif check and body and (string.find(body, '"tasks":%s*%[%]') or string.find(body, '"failures":%s*%[%s*{')) then
+  elseif check and body and (empty_after(body, '"tasks":', '^"tasks":%s*%[%]')
+                             or empty_after(body, '"failures":', '^"failures":%s*%[%s*{')) then
     bad = bad + 1
     if first_bad == "" then
       first_bad = string.sub(body, 1, 300)
