@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import secrets
 import string
 import time
@@ -13,6 +14,9 @@ _B64ISH = string.ascii_letters + string.digits + "+/"
 
 
 _last_us = 0
+# Resource IDs must be unique, not secret: one generator seeded from the OS, rather than a
+# getrandom() syscall for each ID (RunTask makes one per task and one per container).
+_RNG = random.Random(os.urandom(32))
 
 
 def hex32() -> str:
@@ -29,11 +33,11 @@ def hex32() -> str:
     if n <= _last_us:
         n = _last_us + 1
     _last_us = n
-    return f"{n:013x}{secrets.token_hex(10)[:19]}"
+    return f"{n:013x}{_RNG.getrandbits(76):019x}"
 
 
 def uuid() -> str:
-    h = secrets.token_hex(16)
+    h = f"{_RNG.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) % 4]}{h[17:20]}-{h[20:]}"
 
 
