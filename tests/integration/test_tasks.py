@@ -433,6 +433,19 @@ def test_tags_propagated_and_managed(server, ecs, cluster, family):
     assert tags == {"own": "1", "from": "td", "aws:ecs:clusterName": cluster.rsplit("/", 1)[-1]}
 
 
+@pytest.mark.parametrize("tags", [[{"key": "aws:mine", "value": "1"}],
+                                  [{"key": "dup", "value": "1"}, {"key": "dup", "value": "2"}],
+                                  [{"key": f"k{i}", "value": "v"} for i in range(51)]])
+def test_run_task_with_bad_tags_is_rejected_and_places_nothing(server, ecs, cluster, family, tags):
+    taskdef(ecs, family, memory=16)
+    arn = connected(server, ecs, cluster)
+    with pytest.raises(ClientError) as e:
+        ecs.run_task(cluster=cluster, taskDefinition=family, count=3, tags=tags)
+    assert e.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert ecs.list_tasks(cluster=cluster)["taskArns"] == []
+    assert describe_ci(ecs, cluster, arn)["pendingTasksCount"] == 0
+
+
 # -- StartTask ------------------------------------------------------------------------------------
 
 def test_start_task(server, ecs, cluster, family):

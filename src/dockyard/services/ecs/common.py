@@ -218,14 +218,15 @@ def get_tags(tx: Tx, arn: str) -> list[Doc]:
 def put_tags(tx: Tx, arn: str, tags: list[Doc], new: bool = False) -> None:
     """Add or overwrite tags; the total may not pass the tags_per_resource quota (50).
 
-    ``new=True`` for an ARN that has never existed (a new task, a new revision): nothing can
-    be overwritten and validate_tags already bounded the count, so the tags are only inserted.
+    ``new=True`` for an ARN that has never existed (a new task, a new revision) whose caller
+    has already checked the tags with validate_tags, before writing anything: nothing can be
+    overwritten and the count is bounded, so the tags are only inserted.
     """
-    validate_tags(tags)
     if new:
         for t in tags:
             tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))
         return
+    validate_tags(tags)
     for t in tags:
         tx.run(_TAG_DEL_ONE, a=arn, k=t["key"])
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t.get("value", ""))

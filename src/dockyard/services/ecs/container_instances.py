@@ -190,7 +190,9 @@ _HOLD = prepare(update(cit).where(cit.c.arn == bindparam("a"), cit.c.version == 
                                   cit.c.remaining_memory >= bindparam("m"))
                 .values(remaining_cpu=cit.c.remaining_cpu - bindparam("c"),
                         remaining_memory=cit.c.remaining_memory - bindparam("m"),
-                        used_ports=bindparam("p"), version=cit.c.version + 1))
+                        used_ports=bindparam("p"), version=cit.c.version + 1,
+                        # a new task counts as running (desired) and pending on its instance
+                        running_tasks=cit.c.running_tasks + 1, pending_tasks=cit.c.pending_tasks + 1))
 _RELEASE = prepare(update(cit).where(cit.c.arn == bindparam("a"))
                    .values(remaining_cpu=cit.c.remaining_cpu + bindparam("c"),
                            remaining_memory=cit.c.remaining_memory + bindparam("m"),
@@ -396,7 +398,8 @@ def remaining_resources(row: InstanceRow) -> list[Doc]:
 
 
 def hold(tx: Tx, row: InstanceRow, cpu: int, memory: int, tcp: list[int], udp: list[int]) -> bool:
-    """Take resources for a task, if the instance is still as the placement saw it (``row.version``)."""
+    """Take resources for a new task and count it on the instance (running and pending), if the
+    instance is still as the placement saw it (``row.version``)."""
     used = row.used_ports
     used["tcp"] = sorted(set(used["tcp"]) | set(tcp))
     used["udp"] = sorted(set(used["udp"]) | set(udp))

@@ -54,6 +54,7 @@ from dockyard.services.ecs.common import (
     require_cluster,
     require_items,
     string_token,
+    validate_tags,
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
@@ -467,7 +468,8 @@ class LaunchSpec:
 
 
 def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: ci.InstanceRow) -> TaskRow:
-    """Insert a task placed on ``inst`` (resources already held) and count it."""
+    """Insert a task placed on ``inst`` (resources already held and counted there by ``ci.hold``)
+    and count it in the cluster."""
     task_id = ids.hex32()
     arn = arns.task(ctx.region, ctx.account_id, cluster.name, task_id)
     n = spec.needs
@@ -511,9 +513,11 @@ def create_task(tx: Tx, ctx: Ctx, cluster: ClusterRow, spec: LaunchSpec, inst: c
               family=spec.td["family"], service_name=spec.service_name, started_by=spec.started_by,
               group_name=spec.group, desired_status="RUNNING", last_status=last, launch_type=spec.launch_type,
               created_at=ctx.now, stopped_at=None, held=held, doc=raw)
-    _apply_counts(tx, cluster.arn, inst.arn, (0, 0, 0, 0), _contribution("RUNNING", last))
+    # The instance's counts moved with its hold (ci.hold), in the same statement as its resources.
+    running, pending, _, _ = _contribution("RUNNING", last)
+    bump_cluster(tx, cluster.arn, running_tasks=running, pending_tasks=pending)
     if spec.tags:
-        put_tags(tx, arn, spec.tags, new=True)  # a fresh random task id
+        put_tags(tx, arn, spec.tags, new=True)  # a new task ARN; _tags_for validated them
     for t in spec.managed_tags:
         tx.insert(_TAG_INS, resource_arn=arn, key=t["key"], value=t["value"])
     tx.notify("task", arn)
@@ -613,6 +617,7 @@ def _tags_for(tx: Tx, req: Doc, td: Doc, cluster: ClusterRow) -> tuple[list[Doc]
     if req.get("propagateTags") == "TASK_DEFINITION":
         have = {t["key"] for t in tags}
         tags += [t for t in get_tags(tx, td["taskDefinitionArn"]) if t["key"] not in have]
+    validate_tags(tags)  # once for every task of the call, before anything is placed
     managed = [{"key": "aws:ecs:clusterName", "value": cluster.name}] if req.get("enableECSManagedTags") else []
     return tags, managed
 
