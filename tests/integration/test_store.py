@@ -383,3 +383,21 @@ def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Path, mon
     restarts = sum(1 for a, b in itertools.pairwise(sizes) if b < a)
     assert restarts >= 2, sizes
     assert committed_count(store.url, "arn:w") == 2400
+
+
+def test_client_tokens_past_their_day_are_purged_oldest_first(store: Store) -> None:
+    from dockyard.services.context import Ctx
+    from dockyard.services.ecs import idempotency
+
+    now = 1_800_000_000.0
+    with store.transaction() as tx:
+        for i, age in enumerate([90_000, 86_401, 86_399, 10]):
+            ctx = Ctx("123456789012", "us-east-1", "arn:aws:iam::123456789012:root", "r", now - age, "AK")
+            idempotency.remember(tx, ctx, "RunTask", idempotency.cluster_key("c", f"t{i}"), "h", b"{}")
+    with store.transaction() as tx:
+        assert idempotency.purge(tx, now - idempotency.TTL_SECONDS, limit=1) == 1
+        assert idempotency.purge(tx, now - idempotency.TTL_SECONDS) == 1
+        assert idempotency.purge(tx, now - idempotency.TTL_SECONDS) == 0
+        ctx = Ctx("123456789012", "us-east-1", "arn:aws:iam::123456789012:root", "r", now, "AK")
+        kept = [idempotency.seen(tx, ctx, "RunTask", idempotency.cluster_key("c", f"t{i}")) for i in range(4)]
+    assert kept == [None, None, ("h", b"{}"), ("h", b"{}")]

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 from botocore.exceptions import ClientError
+from sqlalchemy import text
 
 from dockyard.services.ecs import tasks as tasks_mod
 from dockyard.state.store import Store
@@ -420,6 +421,39 @@ def test_client_token_idempotency(server, ecs, cluster, family):
         ecs.run_task(cluster=cluster, taskDefinition=family, count=3, clientToken=token)
     assert e.value.response["Error"]["Code"] == "ConflictException"
     assert sorted(e.value.response["resourceIds"]) == sorted(t["taskArn"] for t in a["tasks"])
+
+
+def test_client_token_belongs_to_its_cluster(server, ecs, cluster, family, name):
+    # AWS: the same token in another cluster is another request, not a conflict.
+    taskdef(ecs, family)
+    connected(server, ecs, cluster)
+    other = ecs.create_cluster(clusterName=name + "-b")["cluster"]["clusterArn"]
+    connected(server, ecs, other)
+    token = uuid.uuid4().hex
+    a = ecs.run_task(cluster=cluster, taskDefinition=family, clientToken=token)["tasks"]
+    b = ecs.run_task(cluster=other, taskDefinition=family, clientToken=token)["tasks"]
+    assert len(a) == len(b) == 1 and a[0]["taskArn"] != b[0]["taskArn"]
+    assert b[0]["clusterArn"] == other
+    again = ecs.run_task(cluster=other, taskDefinition=family, clientToken=token)["tasks"]
+    assert [t["taskArn"] for t in again] == [b[0]["taskArn"]]
+
+
+def test_client_token_older_than_a_day_starts_a_new_request(server, ecs, cluster, family):
+    taskdef(ecs, family)
+    connected(server, ecs, cluster)
+    token = uuid.uuid4().hex
+    first = ecs.run_task(cluster=cluster, taskDefinition=family, clientToken=token)["tasks"][0]["taskArn"]
+    store = Store(f"sqlite:///{server.data_dir}/dockyard.db")
+    try:
+        with store.transaction() as tx:  # the record as it would be 24 hours and a minute later
+            tx.run(text("UPDATE idempotency SET created_at = created_at - 86460"))
+    finally:
+        store.engine.dispose()
+    # Different parameters: a conflict within the 24 hours, a new request after them.
+    r = ecs.run_task(cluster=cluster, taskDefinition=family, clientToken=token, count=2)["tasks"]
+    assert len(r) == 2 and first not in {t["taskArn"] for t in r}
+    assert [t["taskArn"] for t in ecs.run_task(cluster=cluster, taskDefinition=family, clientToken=token,
+                                               count=2)["tasks"]] == [t["taskArn"] for t in r]
 
 
 def test_tags_propagated_and_managed(server, ecs, cluster, family):

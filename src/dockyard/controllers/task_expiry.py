@@ -3,7 +3,8 @@
 Runs on the server's loop: every ``interval`` seconds one write deletes up to
 ``BATCH`` tasks whose ``stopped_at`` is older than the window (indexed on
 ``stopped_at``), repeating while a full batch came back. Tags were already
-removed when the task stopped.
+removed when the task stopped. Client tokens past their 24 hours go the same
+way (``idempotency.purge``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 
 from sqlalchemy import bindparam, delete, select
 
+from dockyard.services.ecs import idempotency
 from dockyard.state.schema import tasks as tkt
 from dockyard.state.store import Store, Tx, prepare
 
@@ -48,5 +50,7 @@ async def run(store: Store, retention: float | None = None, interval: float = 60
         try:
             while await store.write(expire, time.time() - window) == BATCH:
                 pass
+            while await store.write(idempotency.purge, time.time() - idempotency.TTL_SECONDS) == idempotency.BATCH:
+                pass
         except Exception:
-            log.exception("expiring stopped tasks failed; trying again later")
+            log.exception("expiring stopped tasks or client tokens failed; trying again later")

@@ -241,6 +241,8 @@ idempotency = Table(
     Column("request_hash", String(64), nullable=False),
     Column("response", LargeBinary, nullable=False),
     Column("created_at", Float, nullable=False),
+    # Tokens live 24 hours; the expiry controller deletes the oldest first (migration 0006).
+    Index("ix_idempotency_created", "created_at"),
 )
 
 # -- ECR ---------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import hashlib
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from dockyard.api.errors import (
     ClientException,
@@ -43,7 +43,7 @@ from dockyard.api.errors import (
     ServiceNotFoundException,
 )
 from dockyard.services.context import Ctx
-from dockyard.services.ecs import capacity_providers, quotas, service_deployments, task_definitions
+from dockyard.services.ecs import capacity_providers, idempotency, quotas, service_deployments, task_definitions
 from dockyard.services.ecs.common import (
     NAME_RE,
     ClusterRow,
@@ -64,7 +64,6 @@ from dockyard.services.ecs.common import (
 from dockyard.services.ecs.registry import ecs
 from dockyard.services.ecs.service_deployments import service_arn_for, task_counts
 from dockyard.state import arns, ids
-from dockyard.state.schema import idempotency as it
 from dockyard.state.schema import services as st
 from dockyard.state.store import Tx, prepare
 
@@ -114,12 +113,6 @@ _BY_NAMESPACE = prepare(
                            st.c.arn > bindparam("after"), st.c.cluster_arn.like(bindparam("pfx")))
     .order_by(st.c.arn).limit(bindparam("n")))
 
-_IDEM_GET = prepare(select(it.c.request_hash, it.c.response)
-                    .where(it.c.account_id == bindparam("acct"), it.c.region == bindparam("r"),
-                           it.c.operation == "CreateService", it.c.token == bindparam("tok")))
-_IDEM_DEL = prepare(delete(it).where(it.c.account_id == bindparam("acct"), it.c.region == bindparam("r"),
-                                     it.c.operation == "CreateService", it.c.token == bindparam("tok")))
-_IDEM_INS = prepare(insert(it))
 
 
 class ServiceRow:
@@ -551,8 +544,8 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     req_hash = _request_hash(c.arn, req) if token is not None else None
     if existing is not None and existing.status != "INACTIVE":
         if token is not None and existing.status == "ACTIVE":
-            seen = tx.one(_IDEM_GET, acct=ctx.account_id, r=ctx.region, tok=token)
-            if seen is not None and seen[0] == req_hash and bytes(seen[1]).decode() == arn:
+            seen = idempotency.seen(tx, ctx, "CreateService", token)
+            if seen is not None and seen[0] == req_hash and seen[1].decode() == arn:
                 return {"service": render(tx, existing, tags=True)}
         raise InvalidParameterException("Creation of service was not idempotent.")
 
@@ -594,10 +587,8 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     raw = dumps(doc)
     if tags:
         put_tags(tx, arn, tags)
-    if token is not None:
-        tx.run(_IDEM_DEL, acct=ctx.account_id, r=ctx.region, tok=token)
-        tx.insert(_IDEM_INS, account_id=ctx.account_id, region=ctx.region, operation="CreateService",
-                  token=token, request_hash=req_hash, response=arn.encode(), created_at=ctx.now)
+    if token is not None and req_hash is not None:
+        idempotency.remember(tx, ctx, "CreateService", token, req_hash, arn.encode(), replace=True)
     bump_cluster(tx, c.arn, active_services=1)
     tx.notify("service", arn)
     row = ServiceRow((arn, c.arn, name, "ACTIVE", raw))

@@ -36,7 +36,7 @@ from dockyard.api.errors import (
 )
 from dockyard.scheduler.query import QuerySyntaxError, compile_query
 from dockyard.services.context import Ctx
-from dockyard.services.ecs import capacity_providers, placement, runtime_support, task_definitions
+from dockyard.services.ecs import capacity_providers, idempotency, placement, runtime_support, task_definitions
 from dockyard.services.ecs import container_instances as ci
 from dockyard.services.ecs.common import (
     ClusterRow,
@@ -58,7 +58,6 @@ from dockyard.services.ecs.common import (
 )
 from dockyard.services.ecs.registry import ecs
 from dockyard.state import arns, ids
-from dockyard.state.schema import idempotency as it
 from dockyard.state.schema import services as svt
 from dockyard.state.schema import tags as tagt
 from dockyard.state.schema import tasks as tkt
@@ -109,10 +108,6 @@ _SET_LAST = prepare(update(tkt).where(tkt.c.arn == bindparam("a"))
                             doc=bindparam("d")))
 _LIVE_ON = prepare(select(*_COLS).where(tkt.c.container_instance_arn == bindparam("a"),
                                         tkt.c.last_status != "STOPPED"))
-_IDEM_GET = prepare(select(it.c.request_hash, it.c.response)
-                    .where(it.c.account_id == bindparam("acct"), it.c.region == bindparam("r"),
-                           it.c.operation == bindparam("op"), it.c.token == bindparam("t")))
-_IDEM_PUT = prepare(insert(it))
 _SERVICE = prepare(select(svt.c.arn).where(svt.c.cluster_arn == bindparam("c"), svt.c.name == bindparam("n")))
 _TAG_INS = prepare(insert(tagt))
 
@@ -672,12 +667,13 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     if not 1 <= count <= MAX_RUN_COUNT:
         raise InvalidParameterException(f"count must be between 1 and {MAX_RUN_COUNT}.")
     token = req.get("clientToken")
-    h = None
+    h = key = None
     if token is not None:
         if not 1 <= len(token) <= 64:
             raise InvalidParameterException("clientToken must be between 1 and 64 characters.")
         h = _request_hash(req)
-        prev = tx.one(_IDEM_GET, acct=ctx.account_id, r=ctx.region, op="RunTask", t=token)
+        key = idempotency.cluster_key(cluster.arn, token)
+        prev = idempotency.seen(tx, ctx, "RunTask", key)
         if prev is not None:
             saved = orjson.loads(prev[1])
             if prev[0] != h:
@@ -700,10 +696,9 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
                       enable_execute_command=bool(req.get("enableExecuteCommand")), tags=tags,
                       managed_tags=managed, subnets=subnets)
     tasks, failures = launch(tx, ctx, cluster, spec, rules, count)
-    if token is not None:
-        tx.insert(_IDEM_PUT, account_id=ctx.account_id, region=ctx.region, operation="RunTask", token=token,
-                  request_hash=h, created_at=ctx.now,
-                  response=orjson.dumps({"taskArns": [t["taskArn"] for t in tasks], "failures": failures}))
+    if key is not None and h is not None:
+        idempotency.remember(tx, ctx, "RunTask", key, h,
+                             orjson.dumps({"taskArns": [t["taskArn"] for t in tasks], "failures": failures}))
     return {"tasks": tasks, "failures": failures}
 
 
