@@ -485,8 +485,8 @@ class Bench:
         finally:
             for p in self.reqdir.glob(prefix.name + ".*"):
                 p.unlink()
-        if c.unique:  # size the next list of unique requests from this run's rate
-            self.est[c.key] = max(res.rps, 1.0) * (2 if res.wrapped else 1)
+        if c.unique:  # size the next list of unique requests from the fastest run so far
+            self.est[c.key] = max(self.est[c.key], res.rps, 1.0) * (2 if res.wrapped else 1)
         return res
 
     def round_order(self, rnd: int) -> list[Config]:
