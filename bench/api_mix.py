@@ -401,6 +401,7 @@ class Bench:
         self.big_info: dict[str, Any] = {}
         self.configs: list[Config] = []
         self.est: dict[str, float] = {}
+        self.fastest: dict[str, float] = {}  # req/s of a configuration's fastest run so far
         self.fsync: list[dict[str, float]] = []
         self.available: list[str] = []
         self.missing: set[str] = set()
@@ -486,7 +487,8 @@ class Bench:
             for p in self.reqdir.glob(prefix.name + ".*"):
                 p.unlink()
         if c.unique:  # size the next list of unique requests from the fastest run so far
-            self.est[c.key] = max(self.est[c.key], res.rps, 1.0) * (2 if res.wrapped else 1)
+            fastest = self.fastest[c.key] = max(self.fastest.get(c.key, 1.0), res.rps)
+            self.est[c.key] = fastest * (2 if res.wrapped else 1)
         return res
 
     def round_order(self, rnd: int) -> list[Config]:

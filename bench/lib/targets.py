@@ -74,7 +74,7 @@ class VariantServerProcess(ServerProcess):
         script = Path(__file__).resolve().parent / "server_variant.py"
         cmd = [sys.executable, str(script), *self.variant, "--", "server", "--port", str(self.port),
                "--data-dir", str(self.data_dir)]
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the process's life
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), **self.env}
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
@@ -120,7 +120,7 @@ class _ProcTarget(Target):
     def _spawn(self, cmd: list[str], probe: str) -> None:
         self.port = free_port()
         cmd = [c.replace("{port}", str(self.port)) for c in cmd]
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the process's life
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
