@@ -120,7 +120,7 @@ class _ProcTarget(Target):
     def _spawn(self, cmd: list[str], probe: str) -> None:
         self.port = free_port()
         cmd = [c.replace("{port}", str(self.port)) for c in cmd]
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - held for the process's life
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
