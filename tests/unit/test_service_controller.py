@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 from dockyard.controllers import services as controller
@@ -41,3 +42,33 @@ def test_a_resync_of_many_services_queues_one_chunk_of_steps_at_a_time() -> None
     asyncio.run(main())
     assert sorted(store.stepped) == live
     assert store.most == controller.STEP_CHUNK
+
+
+def test_a_resync_steps_only_services_not_stepped_for_a_period_paced_over_half_of_it() -> None:
+    live = [f"arn:aws:ecs:us-east-1:123456789012:service/c/s{i:05d}" for i in range(640)]
+    store = _Store(live)
+    now = [1000.0]
+    c = controller.ServiceController(store, Settings.from_env(), resync=100)  # type: ignore[arg-type]
+    c.clock = lambda: now[0]
+    fresh = set(live[:64])
+    for arn in live:  # stepped within the last period: the first 64; the rest long ago
+        c.stepped_at[arn] = 950.0 if arn in fresh else 500.0
+    rounds: list[int] = []
+
+    async def main() -> None:
+        next_resync = await c._round(next_resync=1000.0)  # the resync is due now
+        rounds.append(len(store.stepped))
+        gap = c.backlog_gap
+        assert gap == 100 / 2 / 9  # 576 services: 9 chunks over half the period
+        c.stepped_at[live[200]] = now[0] + 1  # an event stepped this one meanwhile
+        while c.backlog:
+            now[0] += gap
+            await c._round(next_resync)
+            rounds.append(len(store.stepped))
+
+    asyncio.run(main())
+    assert rounds[0] == controller.STEP_CHUNK and store.most == controller.STEP_CHUNK
+    assert all(b - a <= controller.STEP_CHUNK for a, b in itertools.pairwise(rounds))
+    assert set(store.stepped) == set(live) - fresh - {live[200]}
+    assert len(store.stepped) == len(set(store.stepped))
+    assert now[0] - 1000.0 <= 50.0

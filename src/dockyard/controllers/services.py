@@ -11,17 +11,20 @@ nothing else happening; those are kept as timers.
 
 Level-triggered and restart-safe: at start every ACTIVE and DRAINING service is
 stepped (``STEP_CHUNK`` at a time, so API writes are not queued behind them), and
-every ``resync`` seconds (``DOCKYARD_SERVICE_RESYNC_SECONDS``, default 300) all of
-them are again: a safety net only, since each server steps the services its own
-commits touched (servers sharing a PostgreSQL store each
-hear their own API calls and their own agents). A step that changes nothing
-writes nothing, but every step is a transaction, so the net is kept coarse: tens
-of thousands of services would otherwise cost a core.
+every ``resync`` seconds (``DOCKYARD_SERVICE_RESYNC_SECONDS``, default 300) those
+not stepped within the last ``resync`` seconds are again: a safety net only, since
+each server steps the services its own commits touched (servers sharing a
+PostgreSQL store each hear their own API calls and their own agents). A step that
+changes nothing writes nothing, but every step is a transaction, so the net is
+coarse and paced: a resync's chunks are spread over half the period instead of
+running back to back (tens of thousands of services would otherwise take a core for
+seconds, beside the API).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import heapq
 import logging
 import os
@@ -70,6 +73,12 @@ class ServiceController:
         self.due: dict[str, float] = {}
         self.wake = asyncio.Event()
         self.steps = 0  # reconciles run (for benchmarks and tests)
+        self.clock = time.monotonic  # a test may drive it
+        self.stepped_at: dict[str, float] = {}  # service ARN -> clock() of its last step
+        # A resync's services, stepped STEP_CHUNK at a time, one chunk every backlog_gap seconds.
+        self.backlog: collections.deque[str] = collections.deque()
+        self.backlog_at = self.backlog_since = 0.0
+        self.backlog_gap = 0.0
 
     def on_events(self, events: list[tuple[str, str]]) -> None:
         """store.subscribe callback (on the loop, after a commit)."""
@@ -118,11 +127,24 @@ class ServiceController:
             log.exception("service scheduler step for %s failed; retrying", arn)
             nxt = time.time() + ERROR_RETRY_SECONDS
         self.steps += 1
+        self.stepped_at[arn] = self.clock()
         self._schedule(arn, nxt)
+
+    def _queue_resync(self, now: float) -> None:
+        """The services not stepped for a whole period go to the backlog, paced over half of it."""
+        live = self.store.read(service_scheduler.live_services)
+        kept = set(live)
+        self.stepped_at = {a: t for a, t in self.stepped_at.items() if a in kept}  # deleted ones go
+        stale = now - self.resync
+        self.backlog = collections.deque(a for a in live
+                                         if self.stepped_at.get(a, stale) <= stale and a not in self.dirty)
+        chunks = -(-len(self.backlog) // STEP_CHUNK)
+        self.backlog_gap = self.resync / 2 / max(chunks, 1)
+        self.backlog_at = self.backlog_since = now
 
     async def run(self) -> None:
         self.dirty.update(self.store.read(service_scheduler.live_services))
-        next_resync = time.monotonic() + self.resync
+        next_resync = self.clock() + self.resync
         while True:
             try:
                 next_resync = await self._round(next_resync)
@@ -136,11 +158,22 @@ class ServiceController:
         """Wait for work (an event, a timer, the resync), then step every dirty service."""
         if not self.dirty and not self.dirty_clusters:
             now = time.time()
-            await sleep_until_woken(self.wake, min(next_resync - time.monotonic(),
-                                                   (self.timers[0][0] - now) if self.timers else self.resync))
-        if time.monotonic() >= next_resync:
-            next_resync = time.monotonic() + self.resync
-            self.dirty.update(self.store.read(service_scheduler.live_services))
+            wait = min(next_resync - self.clock(), (self.timers[0][0] - now) if self.timers else self.resync)
+            if self.backlog:
+                wait = min(wait, self.backlog_at - self.clock())
+            await sleep_until_woken(self.wake, wait)
+        mono = self.clock()
+        if mono >= next_resync:
+            next_resync = mono + self.resync
+            self._queue_resync(mono)
+        if self.backlog and mono >= self.backlog_at:
+            taken = 0
+            while self.backlog and taken < STEP_CHUNK:
+                arn = self.backlog.popleft()
+                if self.stepped_at.get(arn, -1.0) < self.backlog_since:  # not stepped since the resync
+                    self.dirty.add(arn)
+                    taken += 1
+            self.backlog_at = mono + self.backlog_gap
         self._take_due(time.time())
         if self.dirty_clusters:
             clusters, self.dirty_clusters = self.dirty_clusters, set()
