@@ -72,3 +72,19 @@ def test_a_resync_steps_only_services_not_stepped_for_a_period_paced_over_half_o
     assert set(store.stepped) == set(live) - fresh - {live[200]}
     assert len(store.stepped) == len(set(store.stepped))
     assert now[0] - 1000.0 <= 50.0
+
+
+def test_a_first_step_inside_create_service_counts_as_a_step_for_the_resync() -> None:
+    arn = "arn:aws:ecs:us-east-1:123456789012:service/c/new"
+    store = _Store([arn])
+    now = [5000.0]
+    c = controller.ServiceController(store, Settings.from_env(), resync=100)  # type: ignore[arg-type]
+    c.clock = lambda: now[0]
+    c.on_events([("service", arn), ("service-stepped", f" {arn}")])
+    now[0] += 60
+
+    async def main() -> None:
+        await c._round(next_resync=now[0])
+
+    asyncio.run(main())
+    assert store.stepped == [] and not c.backlog

@@ -91,6 +91,7 @@ class ServiceController:
                 # Stepped inside the commit (CreateService): what came before it is seen.
                 at, _, arn = key.partition(" ")
                 self.dirty.discard(arn)
+                self.stepped_at[arn] = self.clock()
                 self._schedule(arn, float(at) if at else None)
             elif topic == "service-deployment":
                 svc = _service_of_deployment(key)
