@@ -160,6 +160,8 @@ def test_bad_placement_options(server, ecs, cluster, family):
         {"startedBy": "x" * 129},
         {"group": "g" * 256},
         {"clientToken": "t" * 65},
+        {"clientToken": "has space"},
+        {"clientToken": "caf\u00e9"},
         {"overrides": {"containerOverrides": [{"name": "nope", "memory": 64}]}},
     ]
     for kw in bad_calls:

@@ -339,6 +339,11 @@ class AgentHub:
             session.send_frame({"type": "ack", "seq": seq})
 
     async def _on_hello(self, session: _Session, frame: dict[str, Any]) -> None:
+        # The connection (and any report before this hello) is committed before the agent hears
+        # anything: a client that has seen the agent's first frame sees agentConnected true. A hello
+        # without tasks writes nothing itself, so the answer could otherwise overtake that commit.
+        if session.writes:
+            await asyncio.wait(list(session.writes))
         if not await self._record(session, self._states(session, frame), "the hello") or session.finished:
             return
         # Synchronously from this read on: later commits reach on_events, which compares with it.

@@ -669,8 +669,8 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     token = req.get("clientToken")
     h = key = None
     if token is not None:
-        if not 1 <= len(token) <= 64:
-            raise InvalidParameterException("clientToken must be between 1 and 64 characters.")
+        if not (1 <= len(token) <= 64 and all(33 <= ord(ch) <= 126 for ch in token)):
+            raise InvalidParameterException("clientToken must be 1 to 64 ASCII characters in the range 33-126.")
         h = _request_hash(req)
         key = idempotency.cluster_key(cluster.arn, token)
         prev = idempotency.seen(tx, ctx, "RunTask", key)
