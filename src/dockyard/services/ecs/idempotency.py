@@ -11,9 +11,12 @@ token with every RunTask.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, delete, select
 
+from dockyard.api.errors import InvalidParameterException
 from dockyard.services.context import Ctx
 from dockyard.state.schema import idempotency as it
 from dockyard.state.store import Tx, prepare
@@ -28,6 +31,20 @@ _DEL = prepare(delete(it).where(*_KEY))
 _INS = prepare(it.insert())
 _OLDEST = prepare(select(it.c.account_id, it.c.region, it.c.operation, it.c.token)
                   .where(it.c.created_at < bindparam("before")).order_by(it.c.created_at).limit(bindparam("n")))
+
+
+def check_token(token: str, max_len: int) -> None:
+    """AWS: 1 to ``max_len`` ASCII characters in the range 33-126 (RunTask 64, CreateService 36)."""
+    if not (1 <= len(token) <= max_len and all(33 <= ord(ch) <= 126 for ch in token)):
+        raise InvalidParameterException(
+            f"clientToken must be 1 to {max_len} ASCII characters in the range 33-126.")
+
+
+def request_hash(req: dict[str, Any], **fixed: Any) -> str:
+    """What a retry must repeat: the request without its token, with ``fixed`` fields set
+    (e.g. the cluster as an ARN, however the request named it)."""
+    body = {k: v for k, v in req.items() if k != "clientToken"} | fixed
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def cluster_key(cluster_arn: str, token: str) -> str:

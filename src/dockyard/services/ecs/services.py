@@ -29,10 +29,8 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-import orjson
 from sqlalchemy import bindparam, insert, select, update
 
 from dockyard.api.errors import (
@@ -112,7 +110,6 @@ _BY_NAMESPACE = prepare(
     select(st.c.arn).where(st.c.namespace == bindparam("ns"), st.c.status == "ACTIVE",
                            st.c.arn > bindparam("after"), st.c.cluster_arn.like(bindparam("pfx")))
     .order_by(st.c.arn).limit(bindparam("n")))
-
 
 
 class ServiceRow:
@@ -506,12 +503,6 @@ def _spec_of(doc: Doc) -> Doc:
     return spec
 
 
-def _request_hash(cluster_arn: str, req: Doc) -> str:
-    body = {k: v for k, v in req.items() if k != "clientToken"}
-    body["cluster"] = cluster_arn
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
 def _start_deployment(tx: Tx, ctx: Ctx, spec: Doc, td: Doc | None, *, new_service: bool = False) -> Doc:
     """Put a new PRIMARY deployment on ``spec`` (older ones become ACTIVE) and record it;
     returns the service deployment (``new_service``: not stored yet, see ``record``)."""
@@ -536,12 +527,12 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
         raise InvalidParameterException("Service name must be 1-255 characters: letters, numbers, hyphens and "
                                         "underscores.")
     token = req.get("clientToken")
-    if token is not None and not (1 <= len(token) <= 36 and all(33 <= ord(ch) <= 126 for ch in token)):
-        raise InvalidParameterException("clientToken must be 1 to 36 ASCII characters in the range 33-126.")
+    if token is not None:
+        idempotency.check_token(token, 36)
     c = require_cluster(tx, ctx, req.get("cluster"))
     arn = arns.service(ctx.region, ctx.account_id, c.name, name)
     existing = load(tx, arn)
-    req_hash = _request_hash(c.arn, req) if token is not None else None
+    req_hash = idempotency.request_hash(req, cluster=c.arn) if token is not None else None
     if existing is not None and existing.status != "INACTIVE":
         if token is not None and existing.status == "ACTIVE":
             seen = idempotency.seen(tx, ctx, "CreateService", token)

@@ -18,7 +18,6 @@ Counting rules:
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -655,9 +654,6 @@ def _check_runnable(td: Doc, overrides: Doc | None) -> None:
                               + "; ".join(problems) + ".")
 
 
-def _request_hash(req: Doc) -> str:
-    body = {k: v for k, v in req.items() if k != "clientToken"}
-    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 @ecs.op("RunTask", write=True)
@@ -669,9 +665,8 @@ def run_task(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     token = req.get("clientToken")
     h = key = None
     if token is not None:
-        if not (1 <= len(token) <= 64 and all(33 <= ord(ch) <= 126 for ch in token)):
-            raise InvalidParameterException("clientToken must be 1 to 64 ASCII characters in the range 33-126.")
-        h = _request_hash(req)
+        idempotency.check_token(token, 64)
+        h = idempotency.request_hash(req)
         key = idempotency.cluster_key(cluster.arn, token)
         prev = idempotency.seen(tx, ctx, "RunTask", key)
         if prev is not None:
