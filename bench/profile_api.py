@@ -43,8 +43,10 @@ STAGES: list[tuple[str, re.Pattern[str]]] = [
     ("sigv4", re.compile(r"dockyard/api/sigv4\.py|hashlib|hmac")),
     ("validation", re.compile(r"dockyard/api/(compiled_)?validat|botocore/validate")),
     ("ecs operation", re.compile(r"dockyard/services/")),
+    # the HTTP server's frames come before "app glue", which would otherwise take them
+    ("http server + event loop", re.compile(r"dockyard/api/http1\.py|httptools|websockets/|asyncio|selectors|"
+                                            r"<native>|threading\.py|queue\.py")),
     ("app glue", re.compile(r"dockyard/api/")),
-    ("http server + event loop", re.compile(r"granian|asyncio|selectors|<native>|threading\.py|queue\.py")),
 ]
 _FRAME = re.compile(r"^(.*) \((.*?)(?::(\d+))?\)$")
 
@@ -61,7 +63,7 @@ def waiting(frame: str) -> str | None:
     """What a leaf frame waits for, if it waits (only sampled with --idle), else None."""
     src = source(frame)
     if frame == "?":
-        return "(native frames only: granian's threads, idle or in Rust)"
+        return "(native frames only: a thread outside Python, e.g. the commit thread in fsync)"
     if frame.startswith(("EpollSelector.select", "PollSelector.select", "SelectSelector.select")):
         return "(idle: event loop waiting for I/O)"
     if "_q.get(" in src:
@@ -86,7 +88,7 @@ def short(frame: str, line: bool = False) -> str:
 def _thread_name(frames: list[str]) -> str:
     t = next((f for f in frames if f.startswith("thread ")), "thread ?")
     _, _, name = t.partition("): ")
-    return name or ("granian/other" if t.startswith("thread (") else t)
+    return name or ("other" if t.startswith("thread (") else t)
 
 
 def analyse(collapsed: Path, top: int) -> str:
@@ -142,7 +144,7 @@ def main() -> int:
                     help=f"comma-separated: operations ({', '.join(MIX)}) or mix / reads / writes")
     ap.add_argument("--duration", type=float, default=8.0, help="seconds sampled (wrk runs 3 s longer)")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
-    ap.add_argument("--native", action="store_true", help="include native frames (granian's Rust side)")
+    ap.add_argument("--native", action="store_true", help="include native frames (uvloop, httptools, SQLite)")
     ap.add_argument("--idle", action="store_true",
                     help="also sample waiting threads (wall-clock view: where a request waits, e.g. "
                          "the writer thread in COMMIT/fsync or on its queue)")

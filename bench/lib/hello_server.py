@@ -1,8 +1,9 @@
-"""Hello world on Dockyard's HTTP stack: granian's embedded RSGI server, one worker, one process.
+"""Hello world on Dockyard's HTTP stack: ``dockyard.api.http1.HttpServer`` on uvloop, one process.
 
-Started exactly as ``dockyard.api.server.serve`` starts granian (asyncio.run +
-``granian.server.embed.Server``, RSGI, logging off); the app reads the body and
-answers ``{}``. It is the "HTTP stack only" baseline for the Describe / hello ratio.
+Started as ``dockyard.api.server.serve`` starts it; the server reads each request's
+body as it reads an AWS call's, and the app answers ``{}`` with the same two
+headers an ECS answer carries. It is the "HTTP stack only" baseline for the
+Describe / hello ratio.
 
     python bench/lib/hello_server.py --port 8123
 """
@@ -13,23 +14,28 @@ import argparse
 import asyncio
 from typing import Any
 
-_HEADERS = [("content-type", "application/x-amz-json-1.1")]
+_HEADERS = [("content-type", "application/x-amz-json-1.1"),
+            ("x-amzn-requestid", "00000000-0000-0000-0000-000000000000")]
 _BODY = b"{}"
 
 
-async def app(scope: Any, proto: Any) -> None:
-    if scope.proto != "http":
-        proto.close(1008)
-        return
-    await proto()
-    proto.response_bytes(200, _HEADERS, _BODY)
+class HelloApp:
+    def respond(self, method: str, path: str, query: str, headers: Any,
+                body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+        return 200, _HEADERS, _BODY
+
+    def streams(self, path: str) -> bool:
+        return False
+
+    async def __call__(self, scope: Any, proto: Any) -> None:
+        proto.close(404)
 
 
 async def serve(host: str, port: int) -> None:
-    from granian.constants import Interfaces
-    from granian.server.embed import Server
+    from dockyard.api.http1 import HttpServer
 
-    server = Server(app, address=host, port=port, interface=Interfaces.RSGI, log_enabled=False)
+    server = HttpServer(HelloApp(), host, port)
+    await server.start()
     print(f"hello serving on http://{host}:{port}", flush=True)
     await server.serve()
 

@@ -169,7 +169,7 @@ def env_info() -> dict[str, Any]:
 
     info: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                             "kernel": platform.release(), "sqlite": sqlite3.sqlite_version}
-    for pkg in ("botocore", "granian", "moto", "orjson", "SQLAlchemy", "uvloop"):
+    for pkg in ("botocore", "httptools", "moto", "orjson", "SQLAlchemy", "uvloop", "websockets"):
         try:
             info[pkg.lower()] = version(pkg)
         except PackageNotFoundError:

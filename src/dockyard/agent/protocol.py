@@ -18,8 +18,8 @@ second connection for the same instance replaces the first (the older one is
 closed with 4000).
 
 Close codes travel in a ``close`` frame (below) sent just before the server
-closes the socket: the server's websocket layer (granian's RSGI) sends a bare
-close frame after the upgrade, without a code.
+closes the socket: the handler's websocket interface (RSGI-style, ``api/http1.py``)
+closes with 1000 whatever the reason.
 
 ``HEARTBEAT_SECONDS`` can be changed for tests with the environment variable
 ``DOCKYARD_AGENT_HEARTBEAT_SECONDS``, read by both ends (``heartbeat_seconds()``).

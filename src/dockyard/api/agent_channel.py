@@ -5,11 +5,11 @@ The wire is ``agent/protocol.py``; the store side is ``services/ecs/agent_sync.p
 - **Upgrade.** ``App`` hands every RSGI websocket here. The presigned SigV4 query is
   verified (service ``ecs``, method GET, empty body) and the instance must belong to
   the key's account and region and not be INACTIVE; anything else is refused with
-  HTTP 403 before the upgrade. (Before ``accept()`` granian turns ``close(status)``
+  HTTP 403 before the upgrade. (Before ``accept()`` the server turns ``close(status)``
   into an HTTP response, so only HTTP status codes may be given there.)
 - **Sessions.** ``instance ARN -> _Session``. A second connection replaces the first,
-  which gets a ``close`` frame with 4000 (granian cannot put a code on the close
-  frame itself). The session's writes of ``agentConnected`` are queued in order, so
+  which gets a ``close`` frame with 4000 (the websocket close itself
+  carries 1000). The session's writes of ``agentConnected`` are queued in order, so
   the last one is the session that is current.
 - **Reports in.** A ``state`` frame is one ``store.write`` (it joins the next group
   commit) and is answered with ``ack`` once durable. Frames are read without waiting
@@ -50,7 +50,7 @@ from dockyard.state.store import Store, Tx
 
 log = logging.getLogger("dockyard.agents")
 
-_WS_CLOSE = 0  # granian's WebsocketMessageType.close
+_WS_CLOSE = 0  # api/http1.WsMessage.kind of a close
 _HEARTBEAT = orjson.dumps({"type": "heartbeat"}).decode()
 # Acked frames are forgotten; this many unacked ones per session are kept for the log.
 _MAX_UNACKED = 1024
@@ -139,9 +139,7 @@ class _Session:
             self.proto.close(1000)
         except Exception:
             log.debug("close of %s failed", self.instance_arn, exc_info=True)
-        # The reader is left to end by itself: granian completes a close requested while a
-        # receive() is pending only after ~10 s, whereas the agent answers the ``close`` frame by
-        # closing at once, which ends the receive; cancelling the reader would not be faster.
+        # The reader is left to end by itself: closing the connection ends its pending receive().
 
     # -- liveness -------------------------------------------------------------------------------
     def arm(self) -> None:

@@ -1,10 +1,11 @@
-"""The RSGI application: one HTTP port for every protocol Dockyard speaks.
+"""The application behind ``api/http1.py``: one HTTP port for every protocol Dockyard speaks.
 
 Routing is by request shape, as AWS endpoints are: a POST with
-``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix; a websocket
-upgrade goes to the agent channel (``api/agent_channel.py``), when the server has
-one; a path under ``/v2`` goes to the OCI registry (``registry/http.py``) before the body is
-read, so blob uploads stream to disk.
+``X-Amz-Target`` is an AWS JSON call, routed by the target's prefix (``respond``, on
+the buffered request); a websocket upgrade goes to the agent channel
+(``api/agent_channel.py``), when the server has one; a path under ``/v2`` goes to the
+OCI registry (``registry/http.py``) with its body streamed (``streams``), so blob
+uploads go to disk as they arrive.
 """
 
 from __future__ import annotations
@@ -59,20 +60,19 @@ class App:
         # The /v2/ registry (set by the server; None: /v2 paths get the AWS 403 like any other path).
         self.registry: RegistryHttp | None = None
 
+    def streams(self, path: str) -> bool:
+        """Whether a request's body goes to ``__call__`` as it arrives (the registry's)."""
+        return self.registry is not None and path.startswith("/v2") and (len(path) == 3 or path[3] == "/")
+
     async def __call__(self, scope: Any, proto: Any) -> None:
-        if scope.proto == "http":
-            path = scope.path
-            if self.registry is not None and path.startswith("/v2") and (len(path) == 3 or path[3] == "/"):
-                await self.registry.handle(scope, proto)
-                return
-            body = await proto()
-            r = self.respond(scope.method, path, scope.query_string, scope.headers, body)
-            proto.response_bytes(*(r if isinstance(r, tuple) else await r))
+        """Streamed requests (``streams``) and websocket upgrades, RSGI-style (``api/http1.py``)."""
+        if scope.proto == "http" and self.registry is not None:
+            await self.registry.handle(scope, proto)
             return
         if scope.proto == "ws" and self.agents is not None:
             await self.agents.handle(scope, proto)
             return
-        # Before accept() granian answers close(status) as an HTTP response: an HTTP status only.
+        # Before accept() close(status) is answered as an HTTP response: an HTTP status only.
         proto.close(404)
 
     async def http(self, method: str, path: str, query: str, headers: Any, body: bytes) -> Response:

@@ -18,6 +18,7 @@ from dockyard.api.agent_channel import AgentHub
 from dockyard.api.app import App
 from dockyard.api.awsjson import JsonProtocol
 from dockyard.api.compiled_validator import compiled_validators
+from dockyard.api.http1 import HttpServer
 from dockyard.api.validation import Validator
 from dockyard.registry.blobs import BlobStore
 from dockyard.registry.http import RegistryHttp
@@ -28,10 +29,6 @@ from dockyard.state.store import Store
 log = logging.getLogger("dockyard.server")
 
 DEFAULT_PORT = 7480
-# granian serves at most ``backpressure`` connections at once (default backlog/workers = 128 in
-# embedded mode), and an open websocket or an idle keep-alive connection holds its place: every
-# connected agent holds one for good, so the default would stall the API at ~128 agents.
-MAX_CONNECTIONS = 16384
 LISTEN_BACKLOG = 1024
 
 
@@ -96,9 +93,6 @@ def banner(cfg: ServerConfig) -> str:
 async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asyncio.Event | None = None,
                 quiet: bool = False) -> None:
     """Serve until SIGINT/SIGTERM, or, when ``stop`` is given, until it is set (no signal handlers then)."""
-    from granian.constants import Interfaces
-    from granian.server.embed import Server
-
     cfg.data_dir.mkdir(parents=True, exist_ok=True)
     from dockyard.services.ecr import config as ecr_config
 
@@ -122,8 +116,8 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     # process; a full collection walking it stalled requests for tens of ms (p99).
     gc.collect()
     gc.freeze()
-    server = Server(app, address=cfg.host, port=cfg.port, interface=Interfaces.RSGI, log_enabled=False,
-                    backlog=LISTEN_BACKLOG, backpressure=MAX_CONNECTIONS)
+    server = HttpServer(app, cfg.host, cfg.port, backlog=LISTEN_BACKLOG)
+    await server.start()
     loop = asyncio.get_running_loop()
 
     def shutdown() -> None:
@@ -153,6 +147,7 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         ready.set()
     try:
         await server.serve()
+        await server.wait_closed()
     finally:
         for c in controllers:
             c.cancel()
@@ -168,12 +163,11 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
 def run(cfg: ServerConfig) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # The store's writer thread and the event loop share the GIL; the default 5 ms switch
+    # The store's commit thread and the event loop share the GIL; the default 5 ms switch
     # interval lets one hold the other off for whole milliseconds, which shows in p99.
     sys.setswitchinterval(0.0005)
     try:
-        # uvloop: granian wakes the loop once per request from its own threads, and uvloop's
-        # cross-thread wake-up is much cheaper than the stdlib's self-pipe (measured in bench/).
+        # uvloop: the HTTP server (api/http1.py) is an asyncio protocol on this loop.
         uvloop.run(serve(cfg))
     except KeyboardInterrupt:
         pass

@@ -57,7 +57,7 @@ class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
-    file: tuple[str, int, int] | None = None  # (path, start, end exclusive) served by granian
+    file: tuple[str, int, int] | None = None  # (path, start, end exclusive) sent by the HTTP server
 
 
 def _json(status: int, doc: Any, headers: list[tuple[str, str]] | None = None) -> Response:
@@ -126,7 +126,7 @@ class RegistryHttp:
             path, start, end = resp.file
             proto.response_file_range(resp.status, headers, path, start, end)
         elif req.method == "HEAD":
-            # granian keeps a HEAD response's Content-Length (a GET's empty body would reset it).
+            # response_empty keeps a HEAD response's Content-Length (a GET's empty body would reset it).
             if not any(k == "content-length" for k, _ in headers):
                 headers.append(("content-length", str(len(resp.body))))
             proto.response_empty(resp.status, headers)
