@@ -43,7 +43,16 @@ def uuid() -> str:
 
 def deployment_id() -> str:
     """``ecs-svc/`` and 19 decimal digits."""
-    return "ecs-svc/" + str(secrets.randbelow(9 * 10**18) + 10**18)
+    return "ecs-svc/" + str(_RNG.randrange(10**18, 10**19))
+
+
+_URL_SAFE = (string.ascii_letters + string.digits + "-_").encode()
+_URL_SAFE_TABLE = bytes(_URL_SAFE[b % 64] for b in range(256))  # 256 = 4 * 64: uniform
+
+
+def url_safe(n: int) -> str:
+    """``n`` random characters of ``A-Za-z0-9-_`` (service deployment IDs)."""
+    return _RNG.randbytes(n).translate(_URL_SAFE_TABLE).decode()
 
 
 def access_key_id() -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import queue
 import sqlite3
 import threading
@@ -89,20 +90,31 @@ class Prepared:
         return hit
 
 
+def _positional(order: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """The parameters' values in ``order`` (itemgetter: a generator over the names cost ~1 µs
+    more per statement, and every request runs several)."""
+    if len(order) > 1:
+        return operator.itemgetter(*order)
+    if order:
+        name = order[0]
+        return lambda given: (given[name],)
+    return lambda given: ()
+
+
 class _Compiled:
-    __slots__ = ("defaults", "order", "sql")
+    __slots__ = ("_get", "defaults", "order", "sql")
 
     def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any]) -> None:
         self.sql = sql
         self.order = order
         self.defaults = defaults
+        self._get = _positional(order) if order is not None else None
 
     def params(self, given: dict[str, Any]) -> Any:
-        if self.order is not None:
-            d = self.defaults
-            return tuple(given[k] if k in given else d[k] for k in self.order)
         if self.defaults:
-            return {**self.defaults, **given}
+            given = {**self.defaults, **given}
+        if self._get is not None:
+            return self._get(given)
         return given
 
 

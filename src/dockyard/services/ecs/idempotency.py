@@ -35,7 +35,8 @@ _OLDEST = prepare(select(it.c.account_id, it.c.region, it.c.operation, it.c.toke
 
 def check_token(token: str, max_len: int) -> None:
     """AWS: 1 to ``max_len`` ASCII characters in the range 33-126 (RunTask 64, CreateService 36)."""
-    if not (1 <= len(token) <= max_len and all(33 <= ord(ch) <= 126 for ch in token)):
+    # printable ASCII is 32-126; the space is the one left out
+    if not (1 <= len(token) <= max_len and token.isascii() and token.isprintable() and " " not in token):
         raise InvalidParameterException(
             f"clientToken must be 1 to {max_len} ASCII characters in the range 33-126.")
 

@@ -22,8 +22,6 @@ Model (the level-triggered service controller of a later issue works on it):
 from __future__ import annotations
 
 import math
-import secrets
-import string
 from collections.abc import Callable
 from typing import Any
 
@@ -48,7 +46,7 @@ from dockyard.services.ecs.common import (
     require_items,
 )
 from dockyard.services.ecs.registry import ecs
-from dockyard.state import arns
+from dockyard.state import arns, ids
 from dockyard.state.schema import service_deployments as sdt
 from dockyard.state.schema import service_revisions as srt
 from dockyard.state.schema import services as st
@@ -60,8 +58,6 @@ OPEN_STATES = ("PENDING", "IN_PROGRESS", "STOP_REQUESTED", "ROLLBACK_REQUESTED",
 # Task lastStatus values that count as pending / running for a service (and keep it DRAINING).
 PENDING_TASK_STATES = ("PROVISIONING", "PENDING", "ACTIVATING")
 LIVE_TASK_STATES = PENDING_TASK_STATES + ("RUNNING",)
-
-_SD_ID_ALPHABET = string.ascii_letters + string.digits + "-_"
 
 _SVC_EXISTS = prepare(select(st.c.status).where(st.c.arn == bindparam("a")))
 _TASK_COUNTS = prepare(
@@ -112,9 +108,7 @@ def revision_arn_for(service_arn: str, deployment_id: str) -> str:
 
 
 def _new_sd_arn(service_arn: str) -> str:
-    # One getrandom() for the whole id, not one per character.
-    sd_id = "".join(_SD_ID_ALPHABET[b % len(_SD_ID_ALPHABET)] for b in secrets.token_bytes(21))
-    return service_arn.replace(":service/", ":service-deployment/", 1) + "/" + sd_id
+    return service_arn.replace(":service/", ":service-deployment/", 1) + "/" + ids.url_safe(21)
 
 
 def _own(ctx: Ctx, arn: str, kind: str) -> bool:

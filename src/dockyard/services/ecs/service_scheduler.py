@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +126,18 @@ def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = No
 
 
 _settings: tuple[tuple[str | None, ...], Settings] | None = None
+_settings_checked = -1.0
+# Reading the variables costs ~6 µs (os.environ encodes each name); every CreateService asks.
+_SETTINGS_RECHECK_SECONDS = 1.0
 
 
 def current_settings() -> Settings:
-    """``Settings.from_env()``, built again only when one of its variables changed."""
-    global _settings
+    """``Settings.from_env()``, built again when one of its variables changed (seen within a second)."""
+    global _settings, _settings_checked
+    now = time.monotonic()
+    if _settings is not None and now - _settings_checked < _SETTINGS_RECHECK_SECONDS:
+        return _settings[1]
+    _settings_checked = now
     key = tuple(os.environ.get(n) for n in _ENV_NAMES)
     if _settings is None or _settings[0] != key:
         _settings = (key, Settings.from_env())
