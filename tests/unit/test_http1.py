@@ -216,3 +216,26 @@ def test_websocket_refused_before_accept_echo_after_and_close() -> None:
                 assert ws.close_code == 1000
             assert app.ws_messages[:2] == [(2, "hi"), (2, big)]
     _run(main())
+
+
+def test_stalled_request_gets_408_idle_connection_closes_slow_answer_still_arrives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http1, "REQUEST_IDLE_SECONDS", 0.2)
+    monkeypatch.setattr(http1, "KEEPALIVE_IDLE_SECONDS", 0.4)
+
+    async def main() -> None:
+        async with _serving(_App()) as port:
+            # half a header, then nothing: 408 and closed
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /x HTTP/1.1\r\nhost: x\r\ncontent-le")
+            assert (await _read_response(reader))[0] == 408
+            assert await reader.read() == b""
+            # an answer that takes longer than the idle limits still arrives, then the idle
+            # connection is closed
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slow/700 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+            assert (await _read_response(reader))[2] == b"POST /slow/700  0 -"
+            t0 = asyncio.get_running_loop().time()
+            assert await reader.read() == b""
+            assert asyncio.get_running_loop().time() - t0 < 2.0
+    _run(main())

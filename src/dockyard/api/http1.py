@@ -50,12 +50,17 @@ MAX_HEADER_BYTES = 64 * 1024
 STREAM_HIGH_WATER = 1024 * 1024
 FILE_CHUNK = 256 * 1024
 WS_MAX_MESSAGE = 64 * 1024 * 1024
+# A connection that sends nothing for this long is closed: mid-request (a stalled or trickled
+# header or body) with a 408, between requests quietly. Not while the server still owes it an
+# answer, nor a websocket (the agent channel has its own heartbeat).
+REQUEST_IDLE_SECONDS = 60.0
+KEEPALIVE_IDLE_SECONDS = 300.0
 _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 _REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Created", 202: "Accepted",
             204: "No Content", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
             304: "Not Modified", 307: "Temporary Redirect", 400: "Bad Request", 401: "Unauthorized",
-            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
             411: "Length Required", 413: "Payload Too Large", 416: "Range Not Satisfiable",
             429: "Too Many Requests", 500: "Internal Server Error", 501: "Not Implemented",
             503: "Service Unavailable"}
@@ -161,14 +166,43 @@ class _Conn(asyncio.Protocol):
         self.ws: _WsProto | None = None
         self.failed = False  # answered with an error; what follows on the connection is ignored
         self.out: list[bytes] = []  # deferred answers (see _defer)
+        self.last_rx = 0.0
+        self.in_request = False
+        self.reading_paused = False  # by a streamed body's back-pressure
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.server.conns.add(self)
+        self.last_rx = self.loop.time()
+        self.timer = self.loop.call_later(REQUEST_IDLE_SECONDS, self._check_idle)
+
+    def _check_idle(self) -> None:
+        """The idle timer: re-armed when it fires rather than on every read (no per-request cost)."""
+        self.timer = None
+        if self.closed or self.ws is not None:
+            return
+        limit = REQUEST_IDLE_SECONDS if self.in_request else KEEPALIVE_IDLE_SECONDS
+        wait = self.last_rx + limit - self.loop.time()
+        # between requests, an answer still on its way keeps the connection
+        if wait <= 0 and not self.reading_paused and (self.in_request or not self.slots):
+            if self.stream is not None and self.in_request:
+                # a streamed body stalled: its handler sees the error; its answer cannot be sent
+                self.stream.feed_eof(TimeoutError("the request body stopped arriving"))
+                self._close()
+            elif self.in_request:
+                self._fail(408)
+            else:
+                self._close()
+            return
+        self.timer = self.loop.call_later(wait if wait > 0 else limit, self._check_idle)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.server.conns.discard(self)
         if self.stream is not None:
             self.stream.feed_eof(ConnectionResetError("client disconnected"))
@@ -191,6 +225,7 @@ class _Conn(asyncio.Protocol):
             await self.drained.wait()
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = self.loop.time()
         if self.ws is not None:
             self.ws.feed(data)
             return
@@ -227,6 +262,7 @@ class _Conn(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.in_request = True
         self.url = b""
         self.raw_headers = []
         self.header_bytes = 0
@@ -283,6 +319,7 @@ class _Conn(asyncio.Protocol):
             self.body.append(data)
 
     def on_message_complete(self) -> None:
+        self.in_request = False
         scope = self.scope
         if self.failed or scope is None:
             return
@@ -457,6 +494,7 @@ class _Stream:
         self.buffered += len(data)
         if self.buffered > STREAM_HIGH_WATER and self.conn.transport is not None:
             self.conn.transport.pause_reading()
+            self.conn.reading_paused = True
         self._wake()
 
     def feed_eof(self, error: Exception | None) -> None:
@@ -476,9 +514,11 @@ class _Stream:
             if self.chunks:
                 chunk = self.chunks.popleft()
                 self.buffered -= len(chunk)
-                if self.buffered <= STREAM_HIGH_WATER // 2 and self.conn.transport is not None \
-                        and not self.conn.closed:
+                if self.conn.reading_paused and self.buffered <= STREAM_HIGH_WATER // 2 \
+                        and self.conn.transport is not None and not self.conn.closed:
                     self.conn.transport.resume_reading()
+                    self.conn.reading_paused = False
+                    self.conn.last_rx = self.conn.loop.time()
                 yield chunk
                 continue
             if self.eof:
