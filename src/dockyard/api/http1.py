@@ -30,7 +30,7 @@ import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
 import httptools
@@ -476,9 +476,7 @@ class _Stream:
         self.responded = False
 
     def start(self) -> None:
-        task = self.conn.loop.create_task(self._run())
-        self.conn.server.tasks.add(task)
-        task.add_done_callback(self.conn.server.tasks.discard)
+        self.conn.server.spawn(self._run())
 
     async def _run(self) -> None:
         try:
@@ -597,9 +595,7 @@ class _WsProto:
         self.pending: list[bytes] = []  # bytes that arrived before accept()
 
     def start(self) -> None:
-        task = self.conn.loop.create_task(self._run())
-        self.conn.server.tasks.add(task)
-        task.add_done_callback(self.conn.server.tasks.discard)
+        self.conn.server.spawn(self._run())
 
     async def _run(self) -> None:
         try:
@@ -726,6 +722,12 @@ class HttpServer:
         self.deferred: list[_Conn] = []
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a handler as a task the server keeps (and cancels when it stops)."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def send_deferred(self) -> None:
         conns, self.deferred = self.deferred, []
