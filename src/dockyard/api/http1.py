@@ -30,7 +30,7 @@ import hashlib
 import logging
 import os
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import httptools
@@ -476,13 +476,9 @@ class _Stream:
         self.responded = False
 
     def start(self) -> None:
-        self.conn.server.spawn(self._run())
+        self.conn.server.run_handler(self.scope, self, self._after)
 
-    async def _run(self) -> None:
-        try:
-            await self.conn.app(self.scope, self)
-        except Exception:
-            log.exception("unhandled error on %s %s", self.scope.method, self.scope.path)
+    def _after(self) -> None:
         if not self.responded:
             self.response_bytes(500, [("content-type", "application/json")], b'{"message":"Internal error."}')
 
@@ -595,13 +591,9 @@ class _WsProto:
         self.pending: list[bytes] = []  # bytes that arrived before accept()
 
     def start(self) -> None:
-        self.conn.server.spawn(self._run())
+        self.conn.server.run_handler(self.scope, self, self._after)
 
-    async def _run(self) -> None:
-        try:
-            await self.conn.app(self.scope, self)
-        except Exception:
-            log.exception("unhandled error in the websocket handler for %s", self.scope.path)
+    def _after(self) -> None:
         if not self.finished:
             self.close(1011 if self.accepted else 500)
 
@@ -723,9 +715,17 @@ class HttpServer:
         self._server: asyncio.AbstractServer | None = None
         self._stopped = asyncio.Event()
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a handler as a task the server keeps (and cancels when it stops)."""
-        task = self.loop.create_task(coro)
+    def run_handler(self, scope: Scope, proto: Any, after: Callable[[], None]) -> None:
+        """``app(scope, proto)`` as a task the server keeps (and cancels when it stops); ``after``
+        answers for a handler that ended, or failed, without answering."""
+        async def run() -> None:
+            try:
+                await self.app(scope, proto)
+            except Exception:
+                log.exception("unhandled error in the %s handler for %s %s", scope.proto, scope.method, scope.path)
+            after()
+
+        task = self.loop.create_task(run())
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
