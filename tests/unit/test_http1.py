@@ -66,7 +66,7 @@ class _App:
             size = self.file.stat().st_size
             proto.response_file_range(200, [("content-type", "application/octet-stream")], str(self.file), 1, size)
         elif scope.path == "/v2/empty":
-            proto.response_empty(200, [("content-length", "1234")])
+            proto.response_bytes(200, [("content-length", "1234")], b"")
         else:
             raise RuntimeError("boom")
 

@@ -111,9 +111,6 @@ class Headers:
     def items(self) -> list[tuple[str, str]]:
         return list(self._raw)
 
-    def __contains__(self, key: str) -> bool:
-        return key in self._map
-
 
 class Scope:
     """What an RSGI handler reads of a request."""
@@ -362,23 +359,18 @@ class _Conn(asyncio.Protocol):
         self._finish(slot, *r)
 
     # -- responses --------------------------------------------------------------------------------
-    def _finish(self, slot: _Slot, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
-        close = slot is self.close_after
+    def _finish(self, slot: _Slot, status: int, headers: list[tuple[str, str]], body: bytes,
+                file: tuple[str, int, int] | None = None) -> None:
+        """The answer for ``slot``: a body, or (``file``) a range of a file sent after the head.
+        A HEAD's answer carries the length (or the content-length given) without the body."""
+        head = _head(status, headers, len(body) if file is None else file[2] - file[1], slot is self.close_after)
         if slot.head_only:
-            slot.data = _head(status, headers, len(body), close)
+            slot.data = head
         else:
-            slot.data = _head(status, headers, len(body), close) + body
+            slot.data = head + body if body else head
+            slot.file = file
         slot.done = True
-        if self.slots and self.slots[0] is slot and not self.writing_file:
-            # the usual case: nothing ahead of it
-            self.slots.popleft()
-            self._defer(slot.data)
-            if close:
-                self._close()
-            elif self.slots:
-                self._flush()
-        elif not self.writing_file:
-            self._flush()
+        self._flush()
 
     def _flush(self) -> None:
         while self.slots and self.slots[0].done and not self.writing_file:
@@ -536,27 +528,11 @@ class _Stream:
         self._respond()
         self.conn._finish(self.slot, status, headers, body)
 
-    def response_empty(self, status: int, headers: list[tuple[str, str]]) -> None:
-        """A response without a body; a HEAD's ``content-length`` header is kept as given."""
-        self._respond()
-        slot = self.slot
-        close = slot is self.conn.close_after
-        has_length = any(k == "content-length" for k, _ in headers)
-        slot.data = _head(status, headers, None if has_length else 0, close)
-        slot.done = True
-        self.conn._flush()
-
     def response_file_range(self, status: int, headers: list[tuple[str, str]], path: str, start: int,
                             end: int) -> None:
         """``end`` is exclusive."""
         self._respond()
-        slot = self.slot
-        close = slot is self.conn.close_after
-        slot.data = _head(status, headers, end - start, close)
-        if not slot.head_only:
-            slot.file = (path, start, end)
-        slot.done = True
-        self.conn._flush()
+        self.conn._finish(self.slot, status, headers, b"", (path, start, end))
 
 
 class WsMessage:

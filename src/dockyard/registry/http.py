@@ -125,12 +125,8 @@ class RegistryHttp:
         if resp.file is not None:
             path, start, end = resp.file
             proto.response_file_range(resp.status, headers, path, start, end)
-        elif req.method == "HEAD":
-            # response_empty keeps a HEAD response's Content-Length (a GET's empty body would reset it).
-            if not any(k == "content-length" for k, _ in headers):
-                headers.append(("content-length", str(len(resp.body))))
-            proto.response_empty(resp.status, headers)
         else:
+            # a HEAD's answer carries the body's length (or the content-length given), not the body
             proto.response_bytes(resp.status, headers, resp.body)
 
     # -- authentication -------------------------------------------------------------------------
