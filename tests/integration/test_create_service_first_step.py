@@ -99,3 +99,24 @@ def test_a_recreated_service_is_stepped_like_a_new_one(store: Store) -> None:
     assert svc["status"] == "ACTIVE"
     assert svc["deployments"][0]["rolloutState"] == "COMPLETED"
     assert sd["status"] == "SUCCESSFUL"
+
+
+def test_the_stepped_service_is_not_stepped_again_by_its_own_create_events(store: Store) -> None:
+    # Every event CreateService writes before "service-stepped" counts as seen by the step; one
+    # after it (the service deployment's insert once was) cost every service a second step.
+    from dockyard.controllers.services import ServiceController
+    from dockyard.services.ecs.service_scheduler import Settings
+
+    setup_cluster(store)
+    ctx = Ctx(ACCOUNT, "us-east-1", f"arn:aws:iam::{ACCOUNT}:root", "rid", round(time.time(), 3))
+    with store.transaction() as tx:
+        ecs.operations["CreateService"].fn(tx, ctx, {"cluster": "c", "serviceName": "s", "taskDefinition": "web",
+                                                     "desiredCount": 0})
+        events = list(tx.events)
+    arn = f"arn:aws:ecs:us-east-1:{ACCOUNT}:service/c/s"
+    assert events[-1] == ("service-stepped", f" {arn}")
+    assert ("service-deployment", call(store, "ListServiceDeployments", cluster="c", service="s")[
+        "serviceDeployments"][0]["serviceDeploymentArn"]) in events
+    c = ServiceController(store, Settings.from_env())
+    c.on_events(events)
+    assert c.dirty == set()

@@ -108,21 +108,26 @@ class NewService:
     recreated: bool = False
 
 
-def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = None) -> bool:
+def first_step(tx: Tx, service_arn: str, now: float, new: NewService | None = None) -> tuple[bool, float | None]:
     """The first step of a service just created, inside the creating transaction.
 
-    On success it tells the service controller (``service-stepped``: "<next look> <arn>",
-    after every event the step wrote) that the events so far are seen. If the step fails,
-    only its own writes are undone and False is returned (``new.doc`` and ``new.sd`` may be
+    Returns (True, when the service next needs a look) on success. If the step fails, only
+    its own writes are undone and (False, None) is returned (``new.doc`` and ``new.sd`` may be
     half changed then): the service is still created and the controller steps it on the
-    ``service`` event as usual.
+    ``service`` event as usual. On success the caller ends its transaction with ``stepped``.
     """
     ok, nxt = tx.attempt(reconcile, service_arn, now, current_settings(), new)
-    if ok:
-        tx.notify("service-stepped", f"{'' if nxt is None else nxt} {service_arn}")
-    else:
+    if not ok:
         log.warning("first step of %s failed (the controller retries): %s", service_arn, nxt)
-    return ok
+        return False, None
+    return True, nxt  # type: ignore[return-value]
+
+
+def stepped(tx: Tx, service_arn: str, nxt: float | None) -> None:
+    """Tell the service controller (``service-stepped``: "<next look> <arn>") that the events
+    written so far for this service are seen. Last in the transaction: an event after it
+    (the service deployment's insert, say) would send the service to a second step."""
+    tx.notify("service-stepped", f"{'' if nxt is None else nxt} {service_arn}")
 
 
 _settings: tuple[tuple[str | None, ...], Settings] | None = None

@@ -592,10 +592,12 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     # (Imported here: the scheduler builds on this module.)
     from dockyard.services.ecs import service_scheduler
 
+    ok, nxt = False, None
     if sd is not None:
         sd_raw = dumps(sd)
         new = service_scheduler.NewService(row, doc, c, td, sd, recreated=existing is not None)
-        if service_scheduler.first_step(tx, arn, ctx.now, new):
+        ok, nxt = service_scheduler.first_step(tx, arn, ctx.now, new)
+        if ok:
             raw = dumps(doc)
         else:  # its changes are undone: as created
             doc, sd = loads(raw), loads(sd_raw)
@@ -606,6 +608,8 @@ def create_service(tx: Tx, ctx: Ctx, req: Doc) -> Doc:
     else:
         tx.run(_RECREATE, a=arn, s="ACTIVE", ns=_namespace_of(doc), lt=doc.get("launchType"), ss=scheduling,
                t=ctx.now, d=raw)
+    if ok:
+        service_scheduler.stepped(tx, arn, nxt)
     return {"service": out}
 
 
