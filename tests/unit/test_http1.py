@@ -20,7 +20,8 @@ Response = tuple[int, list[tuple[str, str]], bytes]
 
 
 class _App:
-    """POST /slow/N answers after N ms (a write waiting for its commit); anything else at once.
+    """POST /slow/N answers after N ms from a coroutine, /later/N by a ``Later`` (a write waiting
+    for its commit); anything else at once.
     Paths under /v2 stream: /v2/upload echoes the body's size, /v2/file serves a file range."""
 
     def __init__(self, file: Path | None = None) -> None:
@@ -31,6 +32,11 @@ class _App:
     def respond(self, method: str, path: str, query: str, headers: Any, body: bytes) -> Response | Any:
         self.seen.append((method, path, query, body))
         out = f"{method} {path} {query} {len(body)} {headers.get('x-test', '-')}".encode()
+        if path.startswith("/later/"):  # given by callback, as the API's writes are
+            given = http1.Later()
+            asyncio.get_running_loop().call_later(int(path[7:]) / 1000, given.give,
+                                                  (200, [("content-type", "text/plain")], out))
+            return given
         if path.startswith("/slow/"):
             async def later() -> Response:
                 await asyncio.sleep(int(path[6:]) / 1000)
@@ -115,6 +121,11 @@ def test_keep_alive_and_pipelined_responses_in_request_order() -> None:
             second = await _read_response(reader)
             assert first == (200, first[1], b"POST /slow/50  3 -")
             assert second[2] == b"GET /fast a=1 0 yes"
+            # the same with answers given by callback, the later one first
+            writer.write(b"POST /later/60 HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\na"
+                         b"POST /later/10 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nab")
+            assert (await _read_response(reader))[2] == b"POST /later/60  1 -"
+            assert (await _read_response(reader))[2] == b"POST /later/10  2 -"
             # the connection stays open for the next request
             writer.write(b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n")
             assert (await _read_response(reader))[2] == b"GET /again  0 -"

@@ -11,13 +11,13 @@ uploads go to disk as they arrive.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from dockyard.api.awsjson import JsonProtocol, Response
 from dockyard.api.errors import AwsError, MissingAuthenticationTokenException, UnknownOperationException
+from dockyard.api.http1 import Later
 from dockyard.api.sigv4 import Credential, SigV4Verifier
 from dockyard.state import keys
 from dockyard.state.ids import RequestIds
@@ -80,8 +80,8 @@ class App:
         return r if isinstance(r, tuple) else await r
 
     def respond(self, method: str, path: str, query: str, headers: Any,
-                body: bytes) -> Response | Awaitable[Response]:
-        """The response, or for writes an awaitable of it (reads cost no coroutine)."""
+                body: bytes) -> Response | Later:
+        """The response, or for writes a ``Later`` that gives it (no coroutine on either path)."""
         rid = self.request_ids.next()
         target = headers.get("x-amz-target")
         if target is not None and method == "POST":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 import orjson
@@ -23,6 +22,7 @@ from dockyard.api.errors import (
     ServerException,
     UnknownOperationException,
 )
+from dockyard.api.http1 import Later
 from dockyard.api.sigv4 import Identity
 from dockyard.api.validation import Validator
 from dockyard.services.context import Ctx
@@ -52,11 +52,11 @@ class JsonProtocol:
         return (err.status, [("content-type", self.content_type), ("x-amzn-requestid", request_id),
                              ("x-amzn-errortype", err.code)], orjson.dumps(body))
 
-    def respond(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response | Awaitable[Response]:
-        """The response to one call: at once for reads and errors, an awaitable for writes.
+    def respond(self, target: str, body: bytes, identity: Identity, request_id: str) -> Response | Later:
+        """The response to one call: at once for reads and errors, ``Later`` for writes.
 
-        Synchronous up to the store so that a read costs no coroutine frames; only a
-        write waits (for its group commit).
+        Synchronous up to the store so that a read costs no coroutine frames; a write is
+        answered by callback once its group commit is durable.
         """
         try:
             op, ctx, req = self._prepare(target, body, identity, request_id)
@@ -77,12 +77,17 @@ class JsonProtocol:
         raw = result if isinstance(result, bytes) else orjson.dumps(result)
         return 200, [("content-type", self.content_type), ("x-amzn-requestid", request_id)], raw
 
-    async def _write(self, op: Operation, ctx: Ctx, req: dict[str, Any], target: str) -> Response:
-        try:
-            result = await self.store.write(op.fn, ctx, req)
-        except Exception as exc:  # noqa: BLE001  (every failure is answered)
-            return self._failure(exc, target, ctx.request_id)
-        return self._ok(result, ctx.request_id)
+    def _write(self, op: Operation, ctx: Ctx, req: dict[str, Any], target: str) -> Later:
+        later = Later()
+
+        def done(ok: bool, value: Any) -> None:
+            try:
+                later.give(self._ok(value, ctx.request_id) if ok else self._failure(value, target, ctx.request_id))
+            except Exception as exc:  # noqa: BLE001  (an answer that cannot be built is still answered)
+                later.give(self._failure(exc, target, ctx.request_id))
+
+        self.store.submit(op.fn, (ctx, req), done)
+        return later
 
     def _prepare(self, target: str, body: bytes, identity: Identity,
                  request_id: str) -> tuple[Operation, Ctx, dict[str, Any]]:

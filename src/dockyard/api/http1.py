@@ -12,7 +12,7 @@ once its body is complete, answered in the same call when the application can
 The application sees two interfaces:
 
 - ``app.respond(method, path, query, headers, body)`` for buffered requests: a
-  ``(status, headers, body)`` tuple or an awaitable of one.
+  ``(status, headers, body)`` tuple, a ``Later`` that gives one, or an awaitable of one.
 - ``app(scope, proto)``, a subset of RSGI (what granian offered), for requests
   whose body is streamed (``app.streams(path)``: the registry's blob uploads) and
   for websocket upgrades (the agent channel). ``proto`` is ``_Stream`` or ``_WsProto``.
@@ -67,9 +67,38 @@ _REASONS = {100: "Continue", 101: "Switching Protocols", 200: "OK", 201: "Create
 _STATUS_LINES = {code: f"HTTP/1.1 {code} {text}\r\n".encode() for code, text in _REASONS.items()}
 
 
+class Later:
+    """A response that is given later by a callback (``give``), not by a coroutine: a write is
+    answered when its group commit is durable, and a Task per request cost more than this.
+    Awaitable too, for callers that want a coroutine (``App.http``)."""
+
+    __slots__ = ("_then", "_value")
+
+    def __init__(self) -> None:
+        self._then: Callable[[Response], None] | None = None
+        self._value: Response | None = None
+
+    def then(self, fn: Callable[[Response], None]) -> None:
+        if self._value is not None:
+            fn(self._value)
+        else:
+            self._then = fn
+
+    def give(self, value: Response) -> None:
+        if self._then is not None:
+            self._then(value)
+        else:
+            self._value = value
+
+    def __await__(self) -> Any:
+        fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.then(fut.set_result)
+        return fut.__await__()
+
+
 class App(Protocol):
     def respond(self, method: str, path: str, query: str, headers: Any,
-                body: bytes) -> Response | Awaitable[Response]: ...
+                body: bytes) -> Response | Later | Awaitable[Response]: ...
 
     def streams(self, path: str) -> bool: ...
 
@@ -346,6 +375,8 @@ class _Conn(asyncio.Protocol):
             return
         if isinstance(r, tuple):
             self._finish(slot, *r)
+        elif isinstance(r, Later):
+            r.then(functools.partial(self._given, slot))
         else:
             fut: asyncio.Future[Response] = asyncio.ensure_future(r)
             fut.add_done_callback(functools.partial(self._finished, slot))
@@ -356,6 +387,9 @@ class _Conn(asyncio.Protocol):
         except BaseException:
             log.exception("unhandled error in a response")
             r = (500, [("content-type", "application/json")], b'{"message":"Internal error."}')
+        self._finish(slot, *r)
+
+    def _given(self, slot: _Slot, r: Response) -> None:
         self._finish(slot, *r)
 
     # -- responses --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ is answered. An accepted write is therefore on disk before its 2xx.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import operator
 import queue
@@ -34,6 +35,17 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A write's outcome, given on the event loop: (True, its value) or (False, its exception).
+Done = Callable[[bool, Any], None]
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():  # the caller gave up (cancelled): the write happened all the same
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
 
 _GROUP_MAX = 512
 # A group's COMMIT (the WAL write and its fsync) runs on the event loop when nothing else wants
@@ -343,15 +355,27 @@ class Store:
         """Run ``fn(tx, *args)`` in the next group commit; returns once it is durable."""
         assert self._loop is not None, "store.start() was not called"
         fut: asyncio.Future[T] = self._loop.create_future()
+        self.submit(fn, args, functools.partial(_settle, fut))
+        return await fut
+
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
+        """``write`` by callback: ``done(True, value)`` or ``done(False, exception)`` is called on
+        the event loop once the group holding ``fn(tx, *args)`` has committed (or failed). The
+        API's writes answer this way: a coroutine and a Task per request cost more than the
+        callback (see docs/design.md)."""
+        assert self._loop is not None, "store.start() was not called"
         if self._committer is not None:
-            self._pending.append((fn, args, fut))
+            self._pending.append((fn, args, done))
             if not self._flushing:
                 self._flushing = True
                 # Writes that arrive in the same loop turn join this group.
-                self._loop.call_soon(lambda: self._loop.create_task(self._flush()))  # type: ignore[union-attr]
+                self._loop.call_soon(self._start_flush)
         else:
-            self._q.put((fn, args, fut))
-        return await fut
+            self._q.put((fn, args, done))
+
+    def _start_flush(self) -> None:
+        assert self._loop is not None
+        self._loop.create_task(self._flush())
 
     def _commit_now(self, conn: Any) -> None:
         conn.execute("COMMIT")
@@ -374,10 +398,10 @@ class Store:
 
     def _run_group(self, conn: Any, batch: list[Any]) -> tuple[list[Any], list[tuple[str, str]]]:
         """BEGIN and run each write in a SAVEPOINT of its own; the transaction is left open."""
-        results: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        results: list[tuple[Done, bool, Any]] = []
         events: list[tuple[str, str]] = []
         self._begin(conn, True)
-        for fn, args, fut in batch:
+        for fn, args, done in batch:
             conn.execute("SAVEPOINT w")
             tx = Tx(conn, self.dialect)
             try:
@@ -385,10 +409,10 @@ class Store:
             except BaseException as exc:  # noqa: BLE001  (the error is the caller's answer)
                 conn.execute("ROLLBACK TO SAVEPOINT w")
                 conn.execute("RELEASE SAVEPOINT w")
-                results.append((fut, False, exc))
+                results.append((done, False, exc))
                 continue
             conn.execute("RELEASE SAVEPOINT w")
-            results.append((fut, True, value))
+            results.append((done, True, value))
             events.extend(tx.events)
         return results, events
 
@@ -402,7 +426,7 @@ class Store:
             conn.execute("ROLLBACK")
         except Exception:
             log.debug("rollback after a failed group", exc_info=True)
-        return [(fut, False, exc) for _, _, fut in batch]
+        return [(done, False, exc) for _, _, done in batch]
 
     async def _flush(self) -> None:
         loop = self._loop
@@ -468,15 +492,12 @@ class Store:
                 break
         conn.close()
 
-    def _deliver(self, results: list[tuple[asyncio.Future[Any], bool, Any]],
-                 events: list[tuple[str, str]]) -> None:
-        for fut, ok, value in results:
-            if fut.done():
-                continue
-            if ok:
-                fut.set_result(value)
-            else:
-                fut.set_exception(value)
+    def _deliver(self, results: list[tuple[Done, bool, Any]], events: list[tuple[str, str]]) -> None:
+        for done, ok, value in results:
+            try:
+                done(ok, value)
+            except Exception:
+                log.exception("store write callback failed")
         if events:
             for hook in COMMIT_HOOKS:
                 hook(events)
