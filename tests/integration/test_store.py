@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import threading
 import time
@@ -17,6 +18,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import bindparam, delete, func, insert, inspect, select, update
 
 from dockyard.state import schema
+from dockyard.state import store as store_module
 from dockyard.state.migrate import config
 from dockyard.state.store import Store, Tx, prepare
 from tests.helpers.postgres import PostgresServer
@@ -182,6 +184,39 @@ def test_many_concurrent_writes_commit_in_one_group(store: Store) -> None:
     assert ran_when_first_answered == n
     assert committed_count(store.url, "arn:g") == n
     assert sorted(k for _, k in events) == results
+
+
+def test_a_group_runs_concurrent_writes_side_by_side_by_operation_after_the_others_in_order(tmp_path: Path) -> None:
+    # SQLite's group commit only (on PostgreSQL the writer thread takes writes as they come).
+    store = Store(f"sqlite:///{tmp_path / 'dockyard.db'}")
+    store.migrate()
+    ran: list[str] = []
+
+    def op_a(tx: Tx, key: str) -> str:
+        ran.append(key)
+        return key
+
+    def op_b(tx: Tx, key: str) -> str:
+        ran.append(key)
+        return key
+
+    async def concurrent(fn: Callable[..., str], key: str) -> str:
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        store.submit(fn, (key,), functools.partial(store_module._settle, fut), concurrent=True)
+        return await fut
+
+    async def body() -> list[str]:
+        writes = await queued_as_one_group(store, [
+            store.write(op_a, "w1"), concurrent(op_b, "c2"), concurrent(op_a, "c3"), store.write(op_b, "w4"),
+            concurrent(op_b, "c5"), store.write(op_a, "w6")])
+        return list(await asyncio.gather(*writes))
+
+    try:
+        answers = run_with_writer(store, body)
+    finally:
+        store.engine.dispose()
+    assert answers == ["w1", "c2", "c3", "w4", "c5", "w6"]  # each caller gets its own answer
+    assert ran == ["w1", "w4", "w6", "c2", "c5", "c3"]
 
 
 def test_a_failing_write_rolls_back_alone_and_only_its_caller_sees_the_error(store: Store) -> None:

@@ -34,8 +34,11 @@ class _App:
         out = f"{method} {path} {query} {len(body)} {headers.get('x-test', '-')}".encode()
         if path.startswith("/later/"):  # given by callback, as the API's writes are
             given = http1.Later()
-            asyncio.get_running_loop().call_later(int(path[7:]) / 1000, given.give,
-                                                  (200, [("content-type", "text/plain")], out))
+
+            def give() -> None:
+                self.seen.append(("given", path, "", b""))
+                given.give((200, [("content-type", "text/plain")], out))
+            asyncio.get_running_loop().call_later(int(path[7:]) / 1000, give)
             return given
         if path.startswith("/slow/"):
             async def later() -> Response:
@@ -111,8 +114,10 @@ def _run(coro: Any) -> Any:
 
 
 def test_keep_alive_and_pipelined_responses_in_request_order() -> None:
+    app = _App()
+
     async def main() -> None:
-        async with _serving(_App()) as port:
+        async with _serving(app) as port:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             # a slow write, then a read: the read is answered first by the app but sent second
             writer.write(b"POST /slow/50 HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc"
@@ -126,6 +131,13 @@ def test_keep_alive_and_pipelined_responses_in_request_order() -> None:
                          b"POST /later/10 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nab")
             assert (await _read_response(reader))[2] == b"POST /later/60  1 -"
             assert (await _read_response(reader))[2] == b"POST /later/10  2 -"
+            # ...and a request pipelined behind an unanswered one is taken once its answer is in.
+            writer.write(b"POST /later/30 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+                         b"GET /after HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert (await _read_response(reader))[2] == b"POST /later/30  0 -"
+            assert (await _read_response(reader))[2] == b"GET /after  0 -"
+            assert [(m, p) for m, p, _, _ in app.seen[-3:]] == [("POST", "/later/30"), ("given", "/later/30"),
+                                                                ("GET", "/after")]
             # the connection stays open for the next request
             writer.write(b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n")
             assert (await _read_response(reader))[2] == b"GET /again  0 -"

@@ -86,7 +86,7 @@ class JsonProtocol:
             except Exception as exc:  # noqa: BLE001  (an answer that cannot be built is still answered)
                 later.give(self._failure(exc, target, ctx.request_id))
 
-        self.store.submit(op.fn, (ctx, req), done)
+        self.store.submit(op.fn, (ctx, req), done, concurrent=True)
         return later
 
     def _prepare(self, target: str, body: bytes, identity: Identity,

@@ -18,7 +18,10 @@ The application sees two interfaces:
   for websocket upgrades (the agent channel). ``proto`` is ``_Stream`` or ``_WsProto``.
 
 Responses leave in request order (HTTP/1.1 pipelining): each request takes a slot
-in its connection's queue and a slot is written once every earlier one is.
+in its connection's queue and a slot is written once every earlier one is. A request
+pipelined behind one whose answer comes later (a write) is only taken once that answer
+is in: a connection's requests act in the order they were sent, so the store may order
+the writes of one group commit freely (they come from different connections).
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ MAX_HEADER_BYTES = 64 * 1024
 # A streamed body holds at most this much unread before the socket stops being read.
 STREAM_HIGH_WATER = 1024 * 1024
 FILE_CHUNK = 256 * 1024
+# Requests pipelined behind an unanswered one that are parsed before the connection stops reading.
+MAX_HELD = 32
 WS_MAX_MESSAGE = 64 * 1024 * 1024
 # A connection that sends nothing for this long is closed: mid-request (a stalled or trickled
 # header or body) with a 408, between requests quietly. Not while the server still owes it an
@@ -195,6 +200,9 @@ class _Conn(asyncio.Protocol):
         self.last_rx = 0.0
         self.in_request = False
         self.reading_paused = False  # by a streamed body's back-pressure
+        self.waiting: _Slot | None = None  # the request whose answer comes later (a write)
+        self.held: deque[tuple[Scope, bytes, _Slot]] = deque()  # requests pipelined behind it
+        self.held_paused = False  # reading paused: MAX_HELD requests are held
         self.timer: asyncio.TimerHandle | None = None
 
     # -- connection -------------------------------------------------------------------------------
@@ -367,6 +375,17 @@ class _Conn(asyncio.Protocol):
             self.close_after = slot
         body = b"".join(self.body) if len(self.body) != 1 else self.body[0]
         self.body = []
+        if self.waiting is not None:
+            # Pipelined behind a request still waiting for its answer (a write before its commit):
+            # taken once that answer is in, so a connection's requests act in the order sent.
+            self.held.append((scope, body, slot))
+            if len(self.held) >= MAX_HELD and self.transport is not None and not self.held_paused:
+                self.transport.pause_reading()
+                self.held_paused = True
+            return
+        self._dispatch(scope, body, slot)
+
+    def _dispatch(self, scope: Scope, body: bytes, slot: _Slot) -> None:
         try:
             r = self.app.respond(scope.method, scope.path, scope.query_string, scope.headers, body)
         except Exception:
@@ -375,7 +394,9 @@ class _Conn(asyncio.Protocol):
             return
         if isinstance(r, tuple):
             self._finish(slot, *r)
-        elif isinstance(r, Later):
+            return
+        self.waiting = slot
+        if isinstance(r, Later):
             r.then(functools.partial(self._given, slot))
         else:
             fut: asyncio.Future[Response] = asyncio.ensure_future(r)
@@ -387,10 +408,18 @@ class _Conn(asyncio.Protocol):
         except BaseException:
             log.exception("unhandled error in a response")
             r = (500, [("content-type", "application/json")], b'{"message":"Internal error."}')
-        self._finish(slot, *r)
+        self._given(slot, r)
 
     def _given(self, slot: _Slot, r: Response) -> None:
         self._finish(slot, *r)
+        if self.waiting is slot:
+            self.waiting = None
+            while self.held and self.waiting is None and not self.closed:
+                self._dispatch(*self.held.popleft())
+            if self.held_paused and not self.held and self.transport is not None:
+                self.held_paused = False
+                if not self.reading_paused:
+                    self.transport.resume_reading()
 
     # -- responses --------------------------------------------------------------------------------
     def _finish(self, slot: _Slot, status: int, headers: list[tuple[str, str]], body: bytes,

@@ -39,6 +39,15 @@ T = TypeVar("T")
 Done = Callable[[bool, Any], None]
 
 
+def _by_operation(batch: list[Any]) -> list[Any]:
+    """A group's writes with the concurrent ones (``Store.submit``) side by side by operation,
+    after the others, which keep their order. The same code run back to back stays in the CPU's
+    caches: A/B on bench/api_mix.py's writes (RegisterTaskDefinition, CreateService and RunTask
+    interleaved), CPU per write 521 -> 474 and 525 -> 455 µs."""
+    rank: dict[Any, int] = {}
+    return sorted(batch, key=lambda item: rank.setdefault(item[0], len(rank) + 1) if item[3] else 0)
+
+
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if fut.done():  # the caller gave up (cancelled): the write happened all the same
         return
@@ -358,20 +367,24 @@ class Store:
         self.submit(fn, args, functools.partial(_settle, fut))
         return await fut
 
-    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done) -> None:
+    def submit(self, fn: Callable[..., Any], args: tuple[Any, ...], done: Done, concurrent: bool = False) -> None:
         """``write`` by callback: ``done(True, value)`` or ``done(False, exception)`` is called on
         the event loop once the group holding ``fn(tx, *args)`` has committed (or failed). The
         API's writes answer this way: a coroutine and a Task per request cost more than the
-        callback (see docs/design.md)."""
+        callback (see docs/design.md).
+
+        ``concurrent``: no other write waits on this one's order (an API call: a connection
+        sends its next request only once this one is answered, ``api/http1.py``), so the group
+        may run it beside the other writes of its operation (``_by_operation``)."""
         assert self._loop is not None, "store.start() was not called"
         if self._committer is not None:
-            self._pending.append((fn, args, done))
+            self._pending.append((fn, args, done, concurrent))
             if not self._flushing:
                 self._flushing = True
                 # Writes that arrive in the same loop turn join this group.
                 self._loop.call_soon(self._start_flush)
         else:
-            self._q.put((fn, args, done))
+            self._q.put((fn, args, done, concurrent))
 
     def _start_flush(self) -> None:
         assert self._loop is not None
@@ -401,7 +414,7 @@ class Store:
         results: list[tuple[Done, bool, Any]] = []
         events: list[tuple[str, str]] = []
         self._begin(conn, True)
-        for fn, args, done in batch:
+        for fn, args, done, _ in batch:
             conn.execute("SAVEPOINT w")
             tx = Tx(conn, self.dialect)
             try:
@@ -426,7 +439,7 @@ class Store:
             conn.execute("ROLLBACK")
         except Exception:
             log.debug("rollback after a failed group", exc_info=True)
-        return [(done, False, exc) for _, _, done in batch]
+        return [(done, False, exc) for _, _, done, _ in batch]
 
     async def _flush(self) -> None:
         loop = self._loop
@@ -436,6 +449,8 @@ class Store:
             while self._pending:
                 batch = self._pending[:_GROUP_MAX]
                 del self._pending[:_GROUP_MAX]
+                if len(batch) > 2:
+                    batch = _by_operation(batch)
                 events: list[tuple[str, str]] = []
                 try:
                     results, events = self._run_group(conn, batch)
