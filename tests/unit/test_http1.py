@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,8 @@ def test_keep_alive_and_pipelined_responses_in_request_order() -> None:
             second = await _read_response(reader)
             assert first == (200, first[1], b"POST /slow/50  3 -")
             assert second[2] == b"GET /fast a=1 0 yes"
+            # every answer is dated (RFC 9110; botocore corrects clock skew from it)
+            assert abs(parsedate_to_datetime(first[1]["date"]).timestamp() - time.time()) < 5
             # the same with answers given by callback, the later one first
             writer.write(b"POST /later/60 HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\na"
                          b"POST /later/10 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nab")

@@ -32,8 +32,10 @@ import functools
 import hashlib
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from email.utils import formatdate
 from typing import Any, Protocol
 
 import httptools
@@ -110,9 +112,22 @@ class App(Protocol):
     async def __call__(self, scope: Any, proto: Any) -> None: ...
 
 
+_date_line = (0, b"")
+
+
+def _date() -> bytes:
+    """The Date header (RFC 9110 §6.6.1: a server with a clock sends it; AWS does, and botocore
+    corrects its clock skew from it), formatted once a second."""
+    global _date_line
+    now = int(time.time())
+    if now != _date_line[0]:
+        _date_line = (now, f"date: {formatdate(now, usegmt=True)}\r\n".encode())
+    return _date_line[1]
+
+
 def _head(status: int, headers: list[tuple[str, str]], length: int | None, close: bool) -> bytes:
     line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} Status\r\n".encode()
-    parts = [line]
+    parts = [line, _date()]
     has_length = False
     for k, v in headers:
         if k == "content-length":
