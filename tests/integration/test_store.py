@@ -436,3 +436,31 @@ def test_client_tokens_past_their_day_are_purged_oldest_first(store: Store) -> N
         ctx = Ctx("123456789012", "us-east-1", "arn:aws:iam::123456789012:root", "r", now, "AK")
         kept = [idempotency.seen(tx, ctx, "RunTask", idempotency.cluster_key("c", f"t{i}")) for i in range(4)]
     assert kept == [None, None, ("h", b"{}"), ("h", b"{}")]
+
+
+def test_purge_of_deleted_revisions_runs_on_both_stores(store: Store) -> None:
+    # The purge's statements (a partial index, literal status) on SQLite and PostgreSQL alike;
+    # what it keeps and drops is tested end to end in test_task_expiry.py.
+    from dockyard.services.context import Ctx
+    from dockyard.services.ecs import ecs, taskdef_purge
+
+    ctx = Ctx("123456789012", "us-east-1", "arn:aws:iam::123456789012:root", "rid", round(time.time(), 3))
+
+    def call(op: str, **req: Any) -> Any:
+        with store.transaction() as tx:
+            return ecs.operations[op].fn(tx, ctx, req)
+
+    call("CreateCluster", clusterName="c")
+    for _ in range(3):
+        call("RegisterTaskDefinition", family="f", containerDefinitions=[{"name": "a", "image": "x", "memory": 8}])
+    for rev in (1, 2):
+        call("DeregisterTaskDefinition", taskDefinition=f"f:{rev}")
+    call("DeleteTaskDefinitions", taskDefinitions=["f:1", "f:2"])
+    with store.transaction() as tx:
+        assert taskdef_purge.purge(tx, "", limit=1) == (1, "arn:aws:ecs:us-east-1:123456789012:task-definition/f:1")
+        assert taskdef_purge.purge(tx, "arn:aws:ecs:us-east-1:123456789012:task-definition/f:1", limit=1) == (
+            1, "arn:aws:ecs:us-east-1:123456789012:task-definition/f:2")
+        assert taskdef_purge.purge(tx, "") == (0, None)
+    assert call("ListTaskDefinitions", familyPrefix="f")["taskDefinitionArns"] == [
+        "arn:aws:ecs:us-east-1:123456789012:task-definition/f:3"]
+    assert call("ListTaskDefinitionFamilies")["families"] == ["f"]

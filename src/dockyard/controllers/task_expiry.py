@@ -4,7 +4,8 @@ Runs on the server's loop: every ``interval`` seconds one write deletes up to
 ``BATCH`` tasks whose ``stopped_at`` is older than the window (indexed on
 ``stopped_at``), repeating while a full batch came back. Tags were already
 removed when the task stopped. Client tokens past their 24 hours go the same
-way (``idempotency.purge``).
+way (``idempotency.purge``), and so do task definition revisions in
+DELETE_IN_PROGRESS that no live task or service uses (``taskdef_purge.purge``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 
 from sqlalchemy import bindparam, delete, select
 
-from dockyard.services.ecs import idempotency
+from dockyard.services.ecs import idempotency, taskdef_purge
 from dockyard.state.schema import tasks as tkt
 from dockyard.state.store import Store, Tx, prepare
 
@@ -52,5 +53,8 @@ async def run(store: Store, retention: float | None = None, interval: float = 60
                 pass
             while await store.write(idempotency.purge, time.time() - idempotency.TTL_SECONDS) == idempotency.BATCH:
                 pass
+            after: str | None = ""
+            while after is not None:
+                _, after = await store.write(taskdef_purge.purge, after)
         except Exception:
-            log.exception("expiring stopped tasks or client tokens failed; trying again later")
+            log.exception("expiring stopped tasks, client tokens or deleted revisions failed; trying again later")

@@ -69,7 +69,8 @@ task_definition_families = Table(
     # Revisions are never reused, even after deregistration or deletion.
     Column("last_revision", Integer, nullable=False),
     # Number of ACTIVE revisions; ``status`` is ACTIVE while it is above 0, else INACTIVE,
-    # so ListTaskDefinitionFamilies(status=...) is an index range.
+    # so ListTaskDefinitionFamilies(status=...) is an index range. DELETED once no revision
+    # is left at all (services/ecs/taskdef_purge.py): no longer listed, revisions still counted.
     Column("active_revisions", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),
     Index("ix_taskdef_families_status", "account_id", "region", "status", "family"),
@@ -87,6 +88,9 @@ task_definitions = Table(
     UniqueConstraint("account_id", "region", "family", "revision", name="uq_taskdef_family_rev"),
     # Latest ACTIVE revision of a family, and ListTaskDefinitions, are ranges of this index.
     Index("ix_taskdef_status", "account_id", "region", "status", "family", "revision"),
+    # The revisions waiting to be purged (services/ecs/taskdef_purge.py; migration 0007).
+    Index("ix_taskdef_deleting", "arn", sqlite_where=text("status = 'DELETE_IN_PROGRESS'"),
+          postgresql_where=text("status = 'DELETE_IN_PROGRESS'")),
 )
 
 container_instances = Table(

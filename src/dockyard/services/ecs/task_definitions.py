@@ -134,6 +134,8 @@ def _families_stmt(with_status: bool, inclusive: bool) -> Any:
              ft.c.family < bindparam("upto")]
     if with_status:
         where.append(ft.c.status == bindparam("s"))
+    else:  # ALL: every family that still has a revision (taskdef_purge.py)
+        where.append(ft.c.status != "DELETED")
     return prepare(select(ft.c.family).where(*where).order_by(ft.c.family).limit(bindparam("n")))
 
 
