@@ -99,7 +99,11 @@ class Later:
 
     def __await__(self) -> Any:
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-        self.then(fut.set_result)
+
+        def settle(value: Response) -> None:
+            if not fut.done():  # the awaiting task may have been cancelled meanwhile
+                fut.set_result(value)
+        self.then(settle)
         return fut.__await__()
 
 
