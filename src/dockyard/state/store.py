@@ -162,13 +162,12 @@ class Tx:
         cur.execute(c.sql, c.params(params))
         return cur
 
+    # Both drivers return rows as plain tuples (sqlite3 and psycopg without a row factory): no copy.
     def one(self, stmt: Prepared | ClauseElement, **params: Any) -> tuple[Any, ...] | None:
-        cur = self._exec(stmt, params, False)
-        row = cur.fetchone()
-        return tuple(row) if row is not None else None
+        return self._exec(stmt, params, False).fetchone()  # type: ignore[no-any-return]
 
     def all(self, stmt: Prepared | ClauseElement, **params: Any) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self._exec(stmt, params, False).fetchall()]
+        return self._exec(stmt, params, False).fetchall()  # type: ignore[no-any-return]
 
     def run(self, stmt: Prepared | ClauseElement, **params: Any) -> int:
         """Run an UPDATE/DELETE; returns the number of rows it touched."""
