@@ -149,6 +149,27 @@ def test_keep_alive_and_pipelined_responses_in_request_order() -> None:
     _run(main())
 
 
+def test_many_requests_pipelined_behind_a_write_are_all_answered_in_order() -> None:
+    # More than MAX_HELD: the connection stops reading until the write's answer is in, then
+    # takes the rest (reading resumes) and answers every one, in order.
+    app = _App()
+    n = http1.MAX_HELD * 3
+
+    async def main() -> None:
+        async with _serving(app) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /later/50 HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n"
+                         + b"".join(b"GET /r%d HTTP/1.1\r\nhost: x\r\n\r\n" % i for i in range(n)))
+            assert (await _read_response(reader))[2] == b"POST /later/50  0 -"
+            for i in range(n):
+                assert (await _read_response(reader))[2] == b"GET /r%d  0 -" % i
+            writer.write(b"GET /again HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert (await _read_response(reader))[2] == b"GET /again  0 -"
+            writer.close()
+    _run(main())
+    assert [p for _, p, _, _ in app.seen[:2]] == ["/later/50", "/later/50"]  # the write, then its answer
+
+
 def test_head_content_length_without_body_and_connection_close() -> None:
     async def main() -> None:
         async with _serving(_App()) as port:
