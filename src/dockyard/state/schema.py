@@ -28,6 +28,17 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _where(condition: str) -> dict[str, Any]:
+    """A partial index's condition, for both dialects."""
+    where = text(condition)
+    return {"sqlite_where": where, "postgresql_where": where}
+
+
+def _set(column: str) -> dict[str, Any]:
+    """Only the rows where ``column`` is set."""
+    return _where(f"{column} IS NOT NULL")
+
 access_keys = Table(
     "access_keys", metadata,
     Column("access_key_id", String(128), primary_key=True),
@@ -89,8 +100,7 @@ task_definitions = Table(
     # Latest ACTIVE revision of a family, and ListTaskDefinitions, are ranges of this index.
     Index("ix_taskdef_status", "account_id", "region", "status", "family", "revision"),
     # The revisions waiting to be purged (services/ecs/taskdef_purge.py; migration 0007).
-    Index("ix_taskdef_deleting", "arn", sqlite_where=text("status = 'DELETE_IN_PROGRESS'"),
-          postgresql_where=text("status = 'DELETE_IN_PROGRESS'")),
+    Index("ix_taskdef_deleting", "arn", **_where("status = 'DELETE_IN_PROGRESS'")),
 )
 
 container_instances = Table(
@@ -118,12 +128,6 @@ container_instances = Table(
     Index("ix_ci_cluster", "cluster_arn", "arn"),
     Index("ix_ci_ec2_instance", "cluster_arn", "ec2_instance_id"),
 )
-
-def _set(column: str) -> dict[str, Any]:
-    """A partial index's condition, for both dialects: only rows where ``column`` is set."""
-    where = text(f"{column} IS NOT NULL")
-    return {"sqlite_where": where, "postgresql_where": where}
-
 
 tasks = Table(
     "tasks", metadata,
