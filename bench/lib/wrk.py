@@ -14,12 +14,34 @@ LUA = Path(__file__).resolve().parent.parent / "requests.lua"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and its live descendants (``dockyard server --api-workers`` runs child processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def proc_cpu_seconds(pid: int) -> float:
-    """user+system CPU of a process, all its threads included (/proc/<pid>/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+    """user+system CPU of a process and its live child processes, all threads included
+    (/proc/<pid>/stat)."""
+    total = 0
+    for p in _descendants(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
 
 
 def wait_idle(pid: int, timeout: float = 5.0, window: float = 0.1, busy: float = 0.05) -> float:

@@ -37,8 +37,10 @@ class ServerProcess:
     """A dockyard server on 127.0.0.1 with its own data directory."""
 
     def __init__(self, data_dir: Path | None = None, port: int | None = None,
-                 database_url: str | None = None, env: dict[str, str] | None = None) -> None:
+                 database_url: str | None = None, env: dict[str, str] | None = None,
+                 api_workers: int | None = None) -> None:
         self._tmp = None
+        self.api_workers = api_workers  # None: the server's default
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="dockyard-test-")
             data_dir = Path(self._tmp.name)
@@ -59,6 +61,8 @@ class ServerProcess:
                "--data-dir", str(self.data_dir)]
         if self.database_url:
             cmd += ["--database-url", self.database_url]
+        if self.api_workers is not None:
+            cmd += ["--api-workers", str(self.api_workers)]
         return cmd
 
     def start(self, timeout: float = 30.0) -> ServerProcess:

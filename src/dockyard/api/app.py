@@ -64,6 +64,15 @@ class App:
         """Whether a request's body goes to ``__call__`` as it arrives (the registry's)."""
         return self.registry is not None and path.startswith("/v2") and (len(path) == 3 or path[3] == "/")
 
+    @staticmethod
+    def serves(scope: Any) -> bool:
+        """In an API worker: the requests it answers itself (AWS JSON calls and the ping). A
+        connection whose first request is anything else (an agent's websocket, the registry)
+        goes to the server process (``api/workers.py``)."""
+        if scope.method == "POST":
+            return scope.headers.get("x-amz-target") is not None
+        return scope.method == "GET" and scope.path in ("/", "/ping")
+
     async def __call__(self, scope: Any, proto: Any) -> None:
         """Streamed requests (``streams``) and websocket upgrades, RSGI-style (``api/http1.py``)."""
         if scope.proto == "http" and self.registry is not None:

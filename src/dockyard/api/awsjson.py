@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -45,6 +46,10 @@ class JsonProtocol:
         self.store = store
         self.validator = validator or Validator(model)
         self.constraints = compile_constraints(model)
+        # In an API worker: hands a write to the server process (``api/write_link.py``), and its
+        # reads too when ``forward_reads`` (ECR's reach the registry's blobs, held by the server).
+        self.forward: Callable[[str, Operation, Ctx, dict[str, Any], Callable[[bool, Any], None]], None] | None = None
+        self.forward_reads = False
 
     def error(self, err: AwsError, request_id: str) -> Response:
         body: dict[str, Any] = {"__type": err.code, "message": err.message}
@@ -60,7 +65,7 @@ class JsonProtocol:
         """
         try:
             op, ctx, req = self._prepare(target, body, identity, request_id)
-            if op.write:
+            if op.write or self.forward_reads:
                 return self._write(op, ctx, req, target)
             result = self.store.read(op.fn, ctx, req, snapshot=op.snapshot)
         except Exception as exc:  # noqa: BLE001  (every failure is answered)
@@ -86,7 +91,10 @@ class JsonProtocol:
             except Exception as exc:  # noqa: BLE001  (an answer that cannot be built is still answered)
                 later.give(self._failure(exc, target, ctx.request_id))
 
-        self.store.submit(op.fn, (ctx, req), done, concurrent=True)
+        if self.forward is not None:
+            self.forward(self.target_prefix, op, ctx, req, done)
+        else:
+            self.store.submit(op.fn, (ctx, req), done, concurrent=True)
         return later
 
     def _prepare(self, target: str, body: bytes, identity: Identity,

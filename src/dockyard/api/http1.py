@@ -32,6 +32,7 @@ import functools
 import hashlib
 import logging
 import os
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -113,6 +114,8 @@ class App(Protocol):
 
     def streams(self, path: str) -> bool: ...
 
+    def serves(self, scope: Scope) -> bool: ...
+
     async def __call__(self, scope: Any, proto: Any) -> None: ...
 
 
@@ -190,6 +193,10 @@ class _Slot:
         self.done = False
 
 
+class _HandOff(Exception):
+    """Raised from a parser callback: the connection goes to the server process."""
+
+
 class _Conn(asyncio.Protocol):
     """One client connection: the httptools parser's callbacks and the response queue."""
 
@@ -223,6 +230,11 @@ class _Conn(asyncio.Protocol):
         self.held: deque[tuple[Scope, bytes, _Slot]] = deque()  # requests pipelined behind it
         self.held_paused = False  # reading paused: MAX_HELD requests are held
         self.timer: asyncio.TimerHandle | None = None
+        # In an API worker: the bytes of the connection's first request, kept until its headers
+        # show whether this process serves it or hands the connection to the server process.
+        self.first: bytearray | None = bytearray() if server.hand_off is not None else None
+        self.handing = False
+        self.preface = b""  # adopted from a worker: what it had read, fed before the socket's bytes
 
     # -- connection -------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,6 +242,9 @@ class _Conn(asyncio.Protocol):
         self.server.conns.add(self)
         self.last_rx = self.loop.time()
         self.timer = self.loop.call_later(REQUEST_IDLE_SECONDS, self._check_idle)
+        if self.preface:
+            preface, self.preface = self.preface, b""
+            self.data_received(preface)
 
     def _check_idle(self) -> None:
         """The idle timer: re-armed when it fires rather than on every read (no per-request cost)."""
@@ -284,6 +299,8 @@ class _Conn(asyncio.Protocol):
             return
         if self.failed:
             return
+        if self.first is not None:
+            self.first += data
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as up:
@@ -293,7 +310,20 @@ class _Conn(asyncio.Protocol):
                 if rest:
                     self.ws.feed(rest)
         except httptools.HttpParserError:
-            self._fail(400)
+            if self.handing:
+                self._hand_off()
+            else:
+                self._fail(400)
+
+    def _hand_off(self) -> None:
+        """Give the connection, with the bytes read so far, to the server process."""
+        assert self.transport is not None and self.first is not None and self.server.hand_off is not None
+        self.failed = True  # nothing more is read or answered here
+        fd = os.dup(self.transport.get_extra_info("socket").fileno())
+        raw, self.first = bytes(self.first), None
+        # Closing this descriptor leaves the connection open: the duplicate holds it.
+        self.transport.abort()
+        self.server.hand_off(fd, raw)
 
     def eof_received(self) -> bool | None:
         if self.ws is not None:
@@ -340,6 +370,11 @@ class _Conn(asyncio.Protocol):
         headers = Headers(self.raw_headers)
         method = self.parser.get_method().decode("ascii")
         self.scope = Scope("http", method, path, query, headers)
+        if self.first is not None:
+            if not self.app.serves(self.scope):
+                self.handing = True
+                raise _HandOff  # ends feed_data; data_received hands the connection over
+            self.first = None
         expect = headers.get("expect")
         if self.parser.should_upgrade():
             return
@@ -761,8 +796,14 @@ class _WsProto:
 class HttpServer:
     """Serves ``app`` on ``host:port`` until ``stop()``."""
 
-    def __init__(self, app: App, host: str, port: int, backlog: int = 1024) -> None:
+    def __init__(self, app: App, host: str, port: int | None, backlog: int = 1024,
+                 sock: socket.socket | None = None, hand_off: Callable[[int, bytes], None] | None = None) -> None:
+        """``sock``: accept on this listening socket instead of binding ``host:port``. ``port`` None
+        (and no ``sock``): listen nowhere, serve only connections given to ``adopt``. ``hand_off``
+        (an API worker's): where connections whose first request ``app.serves`` declines go."""
         self.app = app
+        self.sock = sock
+        self.hand_off = hand_off
         self.host = host
         self.port = port
         self.backlog = backlog
@@ -792,9 +833,23 @@ class HttpServer:
         for conn in conns:
             conn.send_out()
 
+    def adopt(self, fd: int, preface: bytes) -> None:
+        """Serve a connection a worker accepted, starting with the bytes it had read."""
+        conn = _Conn(self)
+        conn.preface = preface
+        async def connect() -> None:
+            await self.loop.connect_accepted_socket(lambda: conn, socket.socket(fileno=fd))
+
+        task = self.loop.create_task(connect())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     async def start(self) -> None:
-        self._server = await self.loop.create_server(lambda: _Conn(self), self.host, self.port,
-                                                     backlog=self.backlog, reuse_address=True)
+        if self.sock is not None:
+            self._server = await self.loop.create_server(lambda: _Conn(self), sock=self.sock, backlog=self.backlog)
+        elif self.port is not None:
+            self._server = await self.loop.create_server(lambda: _Conn(self), self.host, self.port,
+                                                         backlog=self.backlog, reuse_address=True)
 
     async def serve(self) -> None:
         if self._server is None:

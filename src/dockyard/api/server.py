@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from dockyard.api.awsjson import JsonProtocol
 from dockyard.api.compiled_validator import compiled_validators
 from dockyard.api.http1 import HttpServer
 from dockyard.api.validation import Validator
+from dockyard.api.workers import ApiWorkers
 from dockyard.registry.blobs import BlobStore
 from dockyard.registry.http import RegistryHttp
 from dockyard.services.ecr.blob_port import BlobStorePort, set_blob_port
@@ -32,12 +34,18 @@ DEFAULT_PORT = 7480
 LISTEN_BACKLOG = 1024
 
 
+def default_api_workers() -> int:
+    """One API worker beside the server process when there is a second core for it."""
+    return 1 if (os.cpu_count() or 1) >= 2 else 0
+
+
 @dataclass
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     data_dir: Path = Path.home() / ".dockyard"
     database_url: str | None = None
+    api_workers: int | None = None  # None: default_api_workers()
 
     @property
     def url(self) -> str:
@@ -57,6 +65,12 @@ def build_app(store: Store) -> App:
         validator = Validator(model, compiled=compiled_validators(model))
         protocols.append(JsonProtocol(model, registry, store, validator))
     return App(store, protocols)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's listening socket, for its API workers to accept on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True)
 
 
 def read_credentials(data_dir: Path) -> tuple[str, str] | None:
@@ -116,13 +130,31 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     # process; a full collection walking it stalled requests for tens of ms (p99).
     gc.collect()
     gc.freeze()
-    server = HttpServer(app, cfg.host, cfg.port, backlog=LISTEN_BACKLOG)
-    await server.start()
     loop = asyncio.get_running_loop()
+    if cfg.api_workers is None:
+        cfg.api_workers = default_api_workers()
+    # With API workers the server process binds the port but does not accept: the workers do,
+    # and hand it the connections that are not AWS calls (api/workers.py).
+    listener = listen(cfg.host, cfg.port) if cfg.api_workers else None
+    server = HttpServer(app, cfg.host, cfg.port if listener is None else None, backlog=LISTEN_BACKLOG)
+    await server.start()
+    workers = ApiWorkers(store, {prefix: p.registry.operations for prefix, p in app.by_prefix.items()},
+                         server, cfg.url, listener) if listener is not None else None
+    if workers is not None:
+        try:
+            await workers.start(cfg.api_workers)
+        except BaseException:
+            workers.stop()
+            await workers.wait()
+            workers.listener.close()
+            store.stop()
+            raise
 
     def shutdown() -> None:
         agents.shutdown()
         server.stop()
+        if workers is not None:
+            workers.stop()
 
     from dockyard.controllers import ecr_lifecycle, ecr_scan, registry_gc, task_expiry
     from dockyard.controllers import services as service_controller
@@ -153,6 +185,10 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
             c.cancel()
         if waiter is not None:
             waiter.cancel()
+        if workers is not None:
+            await workers.wait()
+        if listener is not None:
+            listener.close()
         # Every write already answered is committed; the writer drains what is queued.
         store.stop()
         set_blob_port(None)

@@ -34,7 +34,7 @@ def cmd_server(args: argparse.Namespace) -> int:
     from dockyard.api.server import ServerConfig, run
 
     cfg = ServerConfig(host=args.host, port=args.port, data_dir=_data_dir(args.data_dir),
-                       database_url=args.database_url)
+                       database_url=args.database_url, api_workers=args.api_workers)
     return run(cfg)
 
 
@@ -119,7 +119,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dockyard.cli import up
 
     cfg = ServerConfig(host=args.host, port=args.port, data_dir=_data_dir(args.data_dir),
-                       database_url=args.database_url)
+                       database_url=args.database_url, api_workers=args.api_workers)
     options: dict[str, object] = {"bind_ip": args.bind_ip, "pull_behavior": args.pull_behavior}
     if args.availability_zone:
         options["availability_zone"] = args.availability_zone
@@ -131,6 +131,11 @@ def _add_server_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port to listen on (default: {DEFAULT_PORT})")
+    p.add_argument("--api-workers", type=int, default=None, metavar="N",
+                   help="processes that serve the AWS APIs beside the server process, on the same port: "
+                        "they answer reads and hand writes to the server process, the store's one writer; "
+                        "0 serves everything in one process (default: 1 on a machine with 2 or more CPUs, "
+                        "else 0)")
     _add_store_args(p)
 
 
