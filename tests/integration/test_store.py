@@ -420,6 +420,38 @@ def test_the_wal_starts_over_under_a_steady_stream_of_writes(tmp_path: Path, mon
     assert committed_count(store.url, "arn:w") == 2400
 
 
+def test_the_checkpointer_copies_the_last_commit_into_the_database_file(tmp_path: Path) -> None:
+    """The checkpointer waits for a commit, then copies it from the WAL into the database file,
+    with no later commit to wake it."""
+    import sqlite3
+
+    path = tmp_path / "dockyard.db"
+    store = Store(f"sqlite:///{path}")
+    store.migrate()
+
+    def in_db_file() -> int:
+        # immutable: the database file alone, without the WAL
+        conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM tags WHERE resource_arn = 'arn:c'").fetchone()[0])
+        finally:
+            conn.close()
+
+    async def body() -> list[int]:
+        seen = [in_db_file()]
+        await asyncio.gather(*(store.write(_insert, "arn:c", f"k{j}") for j in range(5)))
+        for _ in range(200):
+            if in_db_file() == 5:
+                break
+            await asyncio.sleep(0.01)
+        return seen + [in_db_file()]
+
+    try:
+        assert run_with_writer(store, body) == [0, 5]
+    finally:
+        store.engine.dispose()
+
+
 def test_client_tokens_past_their_day_are_purged_oldest_first(store: Store) -> None:
     from dockyard.services.context import Ctx
     from dockyard.services.ecs import idempotency
