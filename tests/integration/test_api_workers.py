@@ -155,3 +155,33 @@ def test_api_workers_0_serves_everything_in_one_process(tmp_path: Path) -> None:
         assert ecs.describe_clusters(clusters=["one"])["clusters"][0]["status"] == "ACTIVE"
     finally:
         s.cleanup()
+
+
+def test_a_new_server_waits_for_the_port_while_an_old_worker_still_holds_it(server: ServerProcess) -> None:
+    """A worker outliving its killed server must not share the port with the next server."""
+    import subprocess
+
+    assert server.proc is not None
+    (old,) = children(server.proc.pid)
+    server.client("ecs").create_cluster(clusterName="kept")
+    os.kill(old, signal.SIGSTOP)  # it cannot see its server go, nor leave, until continued
+    server.kill9()
+    new = subprocess.Popen(server.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(3)
+        # still waiting for the port: no worker of its own yet
+        assert new.poll() is None and children(new.pid) == []
+        os.kill(old, signal.SIGCONT)
+        assert wait_for(lambda: not alive(old), timeout=15)
+        assert wait_for(lambda: len(children(new.pid)) == 1, timeout=30)
+
+        def answers() -> bool:
+            try:
+                return requests.get(server.endpoint + "/ping", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        assert wait_for(answers)
+        assert server.client("ecs").describe_clusters(clusters=["kept"])["clusters"][0]["status"] == "ACTIVE"
+    finally:
+        new.send_signal(signal.SIGINT)
+        new.wait(timeout=20)

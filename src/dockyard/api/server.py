@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
 import os
@@ -32,6 +33,8 @@ log = logging.getLogger("dockyard.server")
 
 DEFAULT_PORT = 7480
 LISTEN_BACKLOG = 1024
+# How long a start waits for its port to be released (by the workers of a server just killed).
+BIND_WAIT_SECONDS = 10.0
 
 
 def default_api_workers() -> int:
@@ -67,10 +70,22 @@ def build_app(store: Store) -> App:
     return App(store, protocols)
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """The server's listening socket, for its API workers to accept on."""
+async def listen(host: str, port: int, wait: float = BIND_WAIT_SECONDS) -> socket.socket:
+    """The server's listening socket, for its API workers to accept on.
+
+    Not SO_REUSEPORT: a worker of a server that was just killed still holds the old socket for
+    a moment (it exits when it sees its server gone), and a new server sharing the port with it
+    would have connections land on a process that is leaving. So the bind waits for the port.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=True)
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.05)
 
 
 def read_credentials(data_dir: Path) -> tuple[str, str] | None:
@@ -135,7 +150,7 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         cfg.api_workers = default_api_workers()
     # With API workers the server process binds the port but does not accept: the workers do,
     # and hand it the connections that are not AWS calls (api/workers.py).
-    listener = listen(cfg.host, cfg.port) if cfg.api_workers else None
+    listener = await listen(cfg.host, cfg.port) if cfg.api_workers else None
     server = HttpServer(app, cfg.host, cfg.port if listener is None else None, backlog=LISTEN_BACKLOG)
     await server.start()
     workers = ApiWorkers(store, {prefix: p.registry.operations for prefix, p in app.by_prefix.items()},
