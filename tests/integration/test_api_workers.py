@@ -185,3 +185,30 @@ def test_a_new_server_waits_for_the_port_while_an_old_worker_still_holds_it(serv
     finally:
         new.send_signal(signal.SIGINT)
         new.wait(timeout=20)
+
+
+def test_ctrl_c_to_the_process_group_stops_the_server_and_its_worker_once(tmp_path: Path) -> None:
+    import subprocess
+
+    s = ServerProcess(data_dir=tmp_path, api_workers=1)
+    with open(tmp_path / "out.log", "wb") as log:
+        proc = subprocess.Popen(s.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert wait_for(lambda: len(children(proc.pid)) == 1, timeout=30)
+        (worker,) = children(proc.pid)
+
+        def answers() -> bool:
+            try:
+                return requests.get(s.endpoint + "/ping", timeout=1).status_code == 200
+            except requests.RequestException:
+                return False
+        assert wait_for(answers)
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        assert proc.wait(timeout=20) == 0
+        assert not alive(worker)
+        out = (tmp_path / "out.log").read_text()
+        assert "starting another" not in out and "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

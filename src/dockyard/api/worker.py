@@ -74,8 +74,11 @@ async def serve(url: str, listen_fd: int, link_fd: int, hand_off_fd: int) -> Non
     host, port = listener.getsockname()[:2]
     server = HttpServer(app, host, port, sock=listener, hand_off=_hand_off_to(hand))
     await server.start()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.stop)
+    # The server process stops its workers (SIGTERM) once it is stopping itself: a Ctrl-C in a
+    # terminal, which reaches the whole process group, must not end a worker first (the server
+    # would start another).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    loop.add_signal_handler(signal.SIGTERM, server.stop)
     # Without the server process there is no writer: stop with it.
     link.lost.add_done_callback(lambda _: server.stop())
     link.listening()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60.0
+RESTART_BACKOFF_MAX = 30.0  # seconds; a worker that lived less than this counts as a quick death
 # Hand-off messages: the first carries the descriptor and the preface's length (4 bytes, little
 # endian), the rest of the preface follows in messages of at most this size.
 HAND_OFF_CHUNK = 32 * 1024
@@ -87,6 +88,7 @@ class _Worker:
     proc: subprocess.Popen[bytes]
     desk: WriteDesk
     adoptions: _Adoptions
+    started: float  # loop time
 
 
 class ApiWorkers:
@@ -99,6 +101,7 @@ class ApiWorkers:
         self.listener = listener
         self.workers: list[_Worker] = []
         self.stopping = False
+        self.quick_deaths = 0  # workers in a row that died soon after they started
 
     async def start(self, count: int) -> None:
         """Start ``count`` workers and wait until each listens."""
@@ -120,7 +123,7 @@ class ApiWorkers:
              "--link-fd", str(fds[1]), "--hand-off-fd", str(fds[2])], pass_fds=fds)
         link_theirs.close()
         hand_theirs.close()
-        worker = _Worker(proc, desk, adoptions)
+        worker = _Worker(proc, desk, adoptions, loop.time())
         self.workers.append(worker)
         desk.lost.add_done_callback(lambda _: self._lost(worker))
         _done, _ = await asyncio.wait([desk.ready, desk.lost], timeout=START_TIMEOUT_SECONDS,
@@ -136,11 +139,21 @@ class ApiWorkers:
         if self.stopping:
             return
         status = worker.proc.poll()
-        log.warning("API worker %d stopped (exit status %s); starting another", worker.proc.pid, status)
         if status is None:
             worker.proc.kill()
-        task = asyncio.get_running_loop().create_task(self._spawn())
+        loop = asyncio.get_running_loop()
+        # A worker that cannot start (or dies at once) is not restarted in a tight loop.
+        self.quick_deaths = self.quick_deaths + 1 if loop.time() - worker.started < RESTART_BACKOFF_MAX else 0
+        delay = min(RESTART_BACKOFF_MAX, 0.5 * 2 ** self.quick_deaths) if self.quick_deaths else 0.0
+        log.warning("API worker %d stopped (exit status %s); starting another in %.1f s",
+                    worker.proc.pid, status, delay)
+        task = loop.create_task(self._respawn(delay))
         task.add_done_callback(_report)
+
+    async def _respawn(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if not self.stopping:
+            await self._spawn()
 
     def stop(self) -> None:
         """Ask every worker to stop: each answers what it has taken, then exits."""
