@@ -45,6 +45,13 @@ def wait_for(pred, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-de
     return False
 
 
+def pings(endpoint: str) -> bool:
+    try:
+        return requests.get(endpoint + "/ping", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
     s = ServerProcess(data_dir=tmp_path, api_workers=1).start()
@@ -174,13 +181,7 @@ def test_a_new_server_waits_for_the_port_while_an_old_worker_still_holds_it(serv
         os.kill(old, signal.SIGCONT)
         assert wait_for(lambda: not alive(old), timeout=15)
         assert wait_for(lambda: len(children(new.pid)) == 1, timeout=30)
-
-        def answers() -> bool:
-            try:
-                return requests.get(server.endpoint + "/ping", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-        assert wait_for(answers)
+        assert wait_for(lambda: pings(server.endpoint))
         assert server.client("ecs").describe_clusters(clusters=["kept"])["clusters"][0]["status"] == "ACTIVE"
     finally:
         new.send_signal(signal.SIGINT)
@@ -196,13 +197,7 @@ def test_ctrl_c_to_the_process_group_stops_the_server_and_its_worker_once(tmp_pa
     try:
         assert wait_for(lambda: len(children(proc.pid)) == 1, timeout=30)
         (worker,) = children(proc.pid)
-
-        def answers() -> bool:
-            try:
-                return requests.get(s.endpoint + "/ping", timeout=1).status_code == 200
-            except requests.RequestException:
-                return False
-        assert wait_for(answers)
+        assert wait_for(lambda: pings(s.endpoint))
         os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         assert proc.wait(timeout=20) == 0
         assert not alive(worker)
