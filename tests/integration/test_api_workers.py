@@ -207,3 +207,27 @@ def test_ctrl_c_to_the_process_group_stops_the_server_and_its_worker_once(tmp_pa
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_port_0_serves_on_the_port_the_banner_names(tmp_path: Path, workers: int) -> None:
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "dockyard.cli.main", "server", "--port", "0",
+                             "--api-workers", str(workers), "--data-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        port = None
+        for line in proc.stdout:
+            m = re.search(r"registry on http://127\.0\.0\.1:(\d+)", line)
+            if m:
+                port = int(m.group(1))
+                break
+        assert port and port != 0
+        assert wait_for(lambda: pings(f"http://127.0.0.1:{port}"))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)

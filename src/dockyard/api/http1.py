@@ -851,6 +851,12 @@ class HttpServer:
             self._server = await self.loop.create_server(lambda: _Conn(self), self.host, self.port,
                                                          backlog=self.backlog, reuse_address=True)
 
+    def bound(self) -> Any:
+        """The address the server listens on."""
+        sockets = getattr(self._server, "sockets", None)  # asyncio.Server's (AbstractServer has none)
+        assert sockets
+        return sockets[0].getsockname()
+
     async def serve(self) -> None:
         if self._server is None:
             await self.start()

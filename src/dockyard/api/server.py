@@ -153,6 +153,9 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     listener = await listen(cfg.host, cfg.port) if cfg.api_workers else None
     server = HttpServer(app, cfg.host, cfg.port if listener is None else None, backlog=LISTEN_BACKLOG)
     await server.start()
+    if cfg.port == 0:  # the port the system chose, for the banner and the registry's host name
+        cfg.port = (listener.getsockname() if listener is not None else server.bound())[1]
+        ecr_config.set_registry_host(cfg.host, cfg.port)
     workers = ApiWorkers(store, {prefix: p.registry.operations for prefix, p in app.by_prefix.items()},
                          server, cfg.url, listener) if listener is not None else None
     if workers is not None:
