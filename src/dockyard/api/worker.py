@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 import uvloop
 
@@ -43,7 +44,7 @@ def _die_with_parent() -> None:
         log.debug("prctl(PR_SET_PDEATHSIG) unavailable", exc_info=True)
 
 
-def _hand_off_to(sock: socket.socket):  # type: ignore[no-untyped-def]
+def _hand_off_to(sock: socket.socket) -> Callable[[int, bytes], None]:
     def hand_off(fd: int, preface: bytes) -> None:
         first = HAND_OFF_CHUNK - 4
         try:

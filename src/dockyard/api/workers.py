@@ -126,8 +126,8 @@ class ApiWorkers:
         worker = _Worker(proc, desk, adoptions, loop.time())
         self.workers.append(worker)
         desk.lost.add_done_callback(lambda _: self._lost(worker))
-        _done, _ = await asyncio.wait([desk.ready, desk.lost], timeout=START_TIMEOUT_SECONDS,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([desk.ready, desk.lost], timeout=START_TIMEOUT_SECONDS,
+                           return_when=asyncio.FIRST_COMPLETED)
         if not desk.ready.done():
             raise RuntimeError(f"API worker {proc.pid} did not start (exit status {proc.poll()})")
         log.info("API worker %d serves %s", proc.pid, self.listener.getsockname())
