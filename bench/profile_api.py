@@ -178,7 +178,7 @@ def main() -> int:
             tag = ("-big" if a.big else "") + ("-idle" if a.idle else "") + ("-gil" if a.gil else "")
             out = results / f"profile-{workload}{tag}-{time.strftime('%Y%m%d-%H%M%S')}.collapsed"
             cmd = [pyspy, "record", "--pid", str(t.pid), "--duration", str(int(a.duration)), "--rate",
-                   str(a.rate), "--format", "raw", "--threads", "--output", str(out), "--nonblocking"]
+                   str(a.rate), "--format", "raw", "--threads", "--subprocesses", "--output", str(out), "--nonblocking"]
             if a.native:
                 cmd.append("--native")
             if a.idle:

@@ -146,9 +146,15 @@ def test_matches_botocore_on_arbitrary_requests(body, path, query, extra, region
     parts = urlsplit(req.url)
     headers = {k: v for k, v in req.headers.items()}
     headers.setdefault("host", parts.netloc)
-    ident = SigV4Verifier(lookup).verify("POST", parts.path or "/", parts.query, DictHeaders(headers),
-                                         body, "ecs")
+    v = SigV4Verifier(lookup)
+    ident = v.verify("POST", parts.path or "/", parts.query, DictHeaders(headers), body, "ecs")
     assert ident.region == region
+    # again through the remembered header and canonical request (the fast path), then tampered
+    assert v.verify("POST", parts.path or "/", parts.query, DictHeaders(headers), body, "ecs") == ident
+    with pytest.raises(errors.InvalidSignatureException):
+        v.verify("POST", parts.path or "/", parts.query, DictHeaders(headers), body + b" ", "ecs")
+    with pytest.raises(errors.InvalidSignatureException):
+        v.verify("PUT", parts.path or "/", parts.query, DictHeaders(headers), body, "ecs")
 
 
 def test_a_verifier_that_has_seen_a_header_answers_every_request_as_a_fresh_one_does():

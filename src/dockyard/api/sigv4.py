@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import quote, unquote
@@ -64,6 +64,7 @@ class _Head(NamedTuple):
     date: str
     region: str
     service: str
+    scope: str  # date/region/service/aws4_request
 
 
 class HeaderGetter(Protocol):
@@ -97,6 +98,18 @@ def _canonical_as_sent(canon: str) -> bool:
     """
     return (canon.isascii() and "  " not in canon and ": " not in canon and " \n" not in canon
             and canon[-1:] != " " and _ODD_SPACE.search(canon) is None)
+
+
+def _canonical_prefix(method: str, raw_path: str, cquery: str, names: list[str], values: Sequence[str],
+                      signed: str) -> str:
+    """The canonical request but for its last line, the payload hash."""
+    canon = "\n".join(map(":".join, zip(names, values, strict=True)))
+    if not _canonical_as_sent(canon):
+        # A value to trim or with whitespace runs to fold, as botocore signs it.
+        canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values, strict=True))
+    return "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, ""))
+
+
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))
 
@@ -183,6 +196,10 @@ class SigV4Verifier:
         # An Authorization header's text before its signature, once a request carrying it has
         # passed: a client sends the same one on every request of a day (see _verify_known).
         self._heads: dict[str, _Head] = {}
+        # The canonical request up to the payload hash, by everything it is made of: a client
+        # repeats it for every call of an operation within a second (x-amz-date is among the
+        # signed values). Building it costs ~2.5 µs of the ~7 µs check; the lookup ~0.5 µs.
+        self._prefixes: dict[tuple[str | None, ...], str] = {}
 
     def _signing_key(self, secret: str, date: str, region: str, service: str) -> _SigningKey:
         ck = (secret, date, region, service)
@@ -224,7 +241,8 @@ class SigV4Verifier:
             if len(self._heads) > 4096:
                 self._heads.clear()
             signed = fields["SignedHeaders"]
-            self._heads[head] = _Head(signed, signed.split(";"), access_key, date, region, scope_service)
+            self._heads[head] = _Head(signed, signed.split(";"), access_key, date, region, scope_service,
+                                      f"{date}/{region}/{scope_service}/aws4_request")
         return ident
 
     def _verify_known(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter, body: bytes,
@@ -242,10 +260,21 @@ class SigV4Verifier:
         cred = self._lookup(h.access_key)
         if cred is None:
             return None
-        payload_hash = _payload_hash(headers, body)
-        expected = self._signature(method, raw_path, canonical_query(raw_query), headers, h.names, h.signed,
-                                   payload_hash, amz_date, cred, h.date, h.region, h.service)
-        if expected is None or not hmac.compare_digest(expected, signature):
+        key = (method, raw_path, raw_query, h.signed, *[headers.get(name) for name in h.names])
+        prefix = self._prefixes.get(key)
+        if prefix is None:
+            values = key[4:]
+            if None in values:
+                return None
+            prefix = _canonical_prefix(method, raw_path, canonical_query(raw_query), h.names,
+                                       values, h.signed)  # type: ignore[arg-type]
+            if len(self._prefixes) > 4096:
+                self._prefixes.clear()
+            self._prefixes[key] = prefix
+        creq = prefix + _payload_hash(headers, body)
+        sts = f"{ALGORITHM}\n{amz_date}\n{h.scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
+        expected = self._signing_key(cred.secret_access_key, h.date, h.region, h.service).hexdigest(sts.encode())
+        if not hmac.compare_digest(expected, signature):
             return None
         return Identity(h.access_key, cred.account_id, cred.principal_arn, h.region, h.service)
 
@@ -256,11 +285,7 @@ class SigV4Verifier:
         values = [headers.get(name) for name in names]
         if None in values:
             return None
-        canon = "\n".join(map(":".join, zip(names, values, strict=True)))
-        if not _canonical_as_sent(canon):
-            # A value to trim or with whitespace runs to fold, as botocore signs it.
-            canon = "\n".join(name + ":" + " ".join(value.split()) for name, value in zip(names, values, strict=True))
-        creq = "\n".join((method, canonical_uri(raw_path), cquery, canon + "\n", signed, payload_hash))
+        creq = _canonical_prefix(method, raw_path, cquery, names, values, signed) + payload_hash
         sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{service}/aws4_request",
                          hashlib.sha256(creq.encode()).hexdigest()))
         return self._signing_key(cred.secret_access_key, date, region, service).hexdigest(sts.encode())
