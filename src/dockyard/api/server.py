@@ -158,29 +158,19 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
         ecr_config.set_registry_host(cfg.host, cfg.port)
     workers = ApiWorkers(store, {prefix: p.registry.operations for prefix, p in app.by_prefix.items()},
                          server, cfg.url, listener) if listener is not None else None
-    if workers is not None:
-        try:
-            await workers.start(cfg.api_workers)
-        except BaseException:
-            workers.stop()
-            await workers.wait()
-            workers.listener.close()
-            store.stop()
-            raise
+
+    stopped: list[bool] = []
 
     def shutdown() -> None:
+        stopped.append(True)
         agents.shutdown()
         server.stop()
         if workers is not None:
             workers.stop()
 
-    from dockyard.controllers import ecr_lifecycle, ecr_scan, registry_gc, task_expiry
-    from dockyard.controllers import services as service_controller
-
-    # The server's background controllers, on its loop: each waits on store events or a timer.
-    controllers = [loop.create_task(task_expiry.run(store)), loop.create_task(service_controller.run(store)),
-                   loop.create_task(ecr_scan.run(store, blobs)), loop.create_task(ecr_lifecycle.run(store)),
-                   loop.create_task(registry_gc.run(store, blobs))]
+    # Before the workers start: from the moment one answers, a Ctrl-C (to the process group,
+    # the workers ignore it) must stop this process in order, or the workers it leaves look
+    # like crashed ones and are started again on the way out.
     waiter: asyncio.Task[None] | None = None
     if stop is None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -191,7 +181,24 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
             shutdown()
 
         waiter = loop.create_task(wait_stop())
-    if not quiet:
+    if workers is not None:
+        try:
+            await workers.start(cfg.api_workers)
+        except BaseException:
+            workers.stop()
+            await workers.wait()
+            workers.listener.close()
+            store.stop()
+            raise
+
+    from dockyard.controllers import ecr_lifecycle, ecr_scan, registry_gc, task_expiry
+    from dockyard.controllers import services as service_controller
+
+    # The server's background controllers, on its loop: each waits on store events or a timer.
+    controllers = [loop.create_task(task_expiry.run(store)), loop.create_task(service_controller.run(store)),
+                   loop.create_task(ecr_scan.run(store, blobs)), loop.create_task(ecr_lifecycle.run(store)),
+                   loop.create_task(registry_gc.run(store, blobs))]
+    if not quiet and not stopped:
         print(banner(cfg), flush=True)
     if ready is not None:
         ready.set()

@@ -75,10 +75,6 @@ async def serve(url: str, listen_fd: int, link_fd: int, hand_off_fd: int) -> Non
     host, port = listener.getsockname()[:2]
     server = HttpServer(app, host, port, sock=listener, hand_off=_hand_off_to(hand))
     await server.start()
-    # The server process stops its workers (SIGTERM) once it is stopping itself: a Ctrl-C in a
-    # terminal, which reaches the whole process group, must not end a worker first (the server
-    # would start another).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     loop.add_signal_handler(signal.SIGTERM, server.stop)
     # Without the server process there is no writer: stop with it.
     link.lost.add_done_callback(lambda _: server.stop())
@@ -95,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hand-off-fd", type=int, required=True)
     args = p.parse_args(argv)
     _die_with_parent()
+    # The server process stops its workers (SIGTERM) once it is stopping itself: a Ctrl-C in a
+    # terminal, which reaches the whole process group, must not end a worker first (the server
+    # would start another). Ignored before the loop starts: the listening socket already queues
+    # connections, so the worker may answer as soon as its loop runs, and asyncio's runner
+    # would put its own SIGINT handler in place of the default one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     sys.setswitchinterval(0.0005)

@@ -106,6 +106,8 @@ class ApiWorkers:
     async def start(self, count: int) -> None:
         """Start ``count`` workers and wait until each listens."""
         for _ in range(count):
+            if self.stopping:  # stopped (Ctrl-C) while starting
+                return
             await self._spawn()
 
     async def _spawn(self) -> None:
@@ -129,6 +131,8 @@ class ApiWorkers:
         await asyncio.wait([desk.ready, desk.lost], timeout=START_TIMEOUT_SECONDS,
                            return_when=asyncio.FIRST_COMPLETED)
         if not desk.ready.done():
+            if self.stopping:
+                return
             raise RuntimeError(f"API worker {proc.pid} did not start (exit status {proc.poll()})")
         log.info("API worker %d serves %s", proc.pid, self.listener.getsockname())
 
