@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 REGION = "us-east-1"
+BANNER = b"Dockyard is serving"  # the first line `dockyard server` prints once it serves
 
 
 def free_port() -> int:
@@ -66,9 +67,10 @@ class ServerProcess:
         return cmd
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        """Start ``command()`` and wait until the server answers /ping."""
+        """Start ``command()`` and wait until it has printed its banner and answers /ping."""
         cmd = self.command()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        logged = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          env={**os.environ, **self.env})
@@ -76,6 +78,13 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log_path.read_text()}")
+            # This start's banner first: after a kill -9 the old server's API worker still
+            # answers /ping on the port for a moment, and the new server binds only once it left.
+            with open(self.log_path, "rb") as f:
+                f.seek(logged)
+                if BANNER not in f.read():
+                    time.sleep(0.05)
+                    continue
             try:
                 with urllib.request.urlopen(self.endpoint + "/ping", timeout=1) as r:
                     if r.status == 200:

@@ -341,8 +341,9 @@ def test_lost_agent_tasks_are_replaced_and_the_surplus_stopped_when_it_returns(s
     assert back.instance_arn == lost.instance_arn
     wait_until(lambda: all(c.state != "running" for c in lost.driver.containers.values()
                            if c.labels.get(LABEL_TASK_ARN) == on_lost[0]), 15, "the surplus stopped on return")
-    t = f.ecs.describe_tasks(cluster=f.cluster, tasks=on_lost)["tasks"][0]
-    assert t["lastStatus"] == "STOPPED"
+    # the agent reports the stop once its container is down: the task's record follows
+    wait_until(lambda: f.ecs.describe_tasks(cluster=f.cluster, tasks=on_lost)["tasks"][0]["lastStatus"] == "STOPPED",
+               10, "the surplus recorded as stopped")
     assert len(f.running()) == 2
 
 
