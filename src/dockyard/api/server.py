@@ -159,10 +159,11 @@ async def serve(cfg: ServerConfig, ready: asyncio.Event | None = None, stop: asy
     workers = ApiWorkers(store, {prefix: p.registry.operations for prefix, p in app.by_prefix.items()},
                          server, cfg.url, listener) if listener is not None else None
 
-    stopped: list[bool] = []
+    stopped = False
 
     def shutdown() -> None:
-        stopped.append(True)
+        nonlocal stopped
+        stopped = True
         agents.shutdown()
         server.stop()
         if workers is not None:
