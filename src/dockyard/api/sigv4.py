@@ -271,9 +271,8 @@ class SigV4Verifier:
             if len(self._prefixes) > 4096:
                 self._prefixes.clear()
             self._prefixes[key] = prefix
-        creq = prefix + _payload_hash(headers, body)
-        sts = f"{ALGORITHM}\n{amz_date}\n{h.scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
-        expected = self._signing_key(cred.secret_access_key, h.date, h.region, h.service).hexdigest(sts.encode())
+        expected = self._sign(prefix + _payload_hash(headers, body), amz_date, cred, h.date, h.region, h.service,
+                              h.scope)
         if not hmac.compare_digest(expected, signature):
             return None
         return Identity(h.access_key, cred.account_id, cred.principal_arn, h.region, h.service)
@@ -285,9 +284,13 @@ class SigV4Verifier:
         values = [headers.get(name) for name in names]
         if None in values:
             return None
-        creq = _canonical_prefix(method, raw_path, cquery, names, values, signed) + payload_hash
-        sts = "\n".join((ALGORITHM, amz_date, f"{date}/{region}/{service}/aws4_request",
-                         hashlib.sha256(creq.encode()).hexdigest()))
+        return self._sign(_canonical_prefix(method, raw_path, cquery, names, values, signed) + payload_hash,
+                          amz_date, cred, date, region, service, f"{date}/{region}/{service}/aws4_request")
+
+    def _sign(self, creq: str, amz_date: str, cred: Credential, date: str, region: str, service: str,
+              scope: str) -> str:
+        """The signature of canonical request ``creq`` (the string to sign, then the derived key)."""
+        sts = f"{ALGORITHM}\n{amz_date}\n{scope}\n{hashlib.sha256(creq.encode()).hexdigest()}"
         return self._signing_key(cred.secret_access_key, date, region, service).hexdigest(sts.encode())
 
     def _verify_fields(self, method: str, raw_path: str, raw_query: str, headers: HeaderGetter, body: bytes,
